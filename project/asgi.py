@@ -1,0 +1,30 @@
+"""ASGI entry point, served as the seed deploys it::
+
+    daphne -b 0.0.0.0 -p 8010 --proxy-headers project.asgi:application
+
+HTTP goes to Django; WebSockets pass an Origin check against ALLOWED_HOSTS and
+session authentication before the URL router picks a consumer.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# Django must be set up before anything imports models (the auth middleware does).
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from ws.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

@@ -1,0 +1,12 @@
+"""HTTP routes."""
+
+from django.contrib import admin
+from django.urls import path
+
+from project import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,41 @@
+"""Celery tasks that push. They take names and ids, and retry while Redis is away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tasks.clock import clock_reading
+from ws import SendMessage, push
+
+CLOCK_TOPIC = "dashboard.clock"
+
+RETRY_POLICY: dict[str, Any] = {
+    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+@shared_task(name="tasks.tasks.publish", **RETRY_POLICY)
+def publish(topic: str, data: Any = None, msg: str = "success", code: int = 200) -> int:
+    """Push ``data`` to ``topic`` from a worker; returns the message's ``seq``."""
+    return push(topic, data, msg=msg, code=code)
+
+
+@shared_task(name="tasks.tasks.push_clock", **RETRY_POLICY)
+def push_clock() -> int:
+    """Push the server time and uptime to ``dashboard.clock`` (and the seed clock room)."""
+    reading = clock_reading()
+    seq = push(CLOCK_TOPIC, reading, msg="clock")
+    if settings.PUSH_CLOCK_SEED_ROOM:
+        SendMessage(settings.PUSH_CLOCK_SEED_ROOM).send(
+            {"code": 200, "msg": "clock", "data": reading}
+        )
+    return seq

@@ -1,0 +1,126 @@
+"""Fixtures that start real things: Redis, daphne, a Celery worker.
+
+The throwaway ``redis-server`` starts in ``pytest_configure``, before
+pytest-django loads the settings (which read ``REDIS_URL`` once), so neither
+the shared Redis on 6379 nor this checkout's embedded one is ever touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from project.redis_server import RedisServer, free_port
+from tests.support.processes import ChildProcess, DaphneServer
+
+REDIS_SERVER = pytest.StashKey[RedisServer]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "django.conf" in sys.modules:
+        from django.conf import settings
+
+        if settings.configured:
+            raise pytest.UsageError(
+                "Django settings were loaded before the test Redis started: "
+                "unset DJANGO_SETTINGS_MODULE and run 'make test'"
+            )
+    server = RedisServer.start(Path(tempfile.mkdtemp(prefix="push-test-redis-")))
+    config.stash[REDIS_SERVER] = server
+    os.environ["REDIS_URL"] = server.url
+    os.environ.pop("CELERY_BROKER_URL", None)
+    os.environ.pop("CELERY_RESULT_BACKEND", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    (Path(__file__).resolve().parent.parent / ".run").mkdir(exist_ok=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(REDIS_SERVER, None)
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(pytestconfig: pytest.Config) -> RedisServer:
+    """The session's throwaway redis-server (a real one, on a free port)."""
+    return pytestconfig.stash[REDIS_SERVER]
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[object]:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def database_url(settings_dict: dict[str, object]) -> str:
+    """A DATABASE_URL for child processes, naming the test database."""
+    engine = str(settings_dict["ENGINE"])
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    scheme = {"django.db.backends.postgresql": "postgres", "django.db.backends.mysql": "mysql"}[
+        engine
+    ]
+    user = quote(str(settings_dict.get("USER") or ""))
+    password = quote(str(settings_dict.get("PASSWORD") or ""))
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "localhost"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"{scheme}://{credentials}{host}{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def child_env(django_db_setup: None, redis_server: RedisServer) -> dict[str, str]:
+    """The environment of the stack's processes: this session's Redis and test database."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=redis_server.url,
+        DATABASE_URL=database_url(connection.settings_dict),
+        DJANGO_SETTINGS_MODULE="project.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def daphne_server(child_env: dict[str, str], log_dir: Path) -> Iterator[DaphneServer]:
+    """daphne serving ``project.asgi:application`` with the seed's flags."""
+    server = DaphneServer(child_env, log_dir, free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(child_env: dict[str, str], log_dir: Path) -> Iterator[ChildProcess]:
+    """A real Celery worker (prefork pool, two child processes) on the session's Redis."""
+    from project.celery import app
+
+    name = f"test-{os.getpid()}@localhost"
+    argv = [
+        sys.executable, "-m", "celery", "-A", "project", "worker",
+        "--pool", "prefork", "--concurrency", "2", "--hostname", name,
+        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    worker = ChildProcess("celery-worker", argv, child_env, log_dir)
+    worker.wait_until(
+        lambda: bool(app.control.ping(destination=[name], timeout=0.5)), 60, "reply to ping"
+    )
+    yield worker
+    worker.stop()

@@ -1,0 +1,40 @@
+"""Real WebSocket clients (the ``websockets`` library) and how tests read frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+FRAME_TIMEOUT_S = 10.0
+
+
+async def open_socket(url: str, origin: str, **kwargs: Any) -> ClientConnection:
+    """Connect as a browser on ``origin`` would (the Origin header is checked)."""
+    return await connect(url, origin=origin, open_timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+async def recv_json(socket: ClientConnection, timeout: float = FRAME_TIMEOUT_S) -> Any:
+    return json.loads(await asyncio.wait_for(socket.recv(), timeout))
+
+
+async def recv_until(
+    socket: ClientConnection, predicate: Any, timeout: float = FRAME_TIMEOUT_S
+) -> dict[str, Any]:
+    """The first frame that satisfies ``predicate``, skipping others."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await socket.recv())
+            if predicate(frame):
+                return frame
+
+
+async def subscribe(socket: ClientConnection, topic: str) -> dict[str, Any]:
+    """Subscribe on the multiplexed endpoint and return the ``subscribed`` frame."""
+    await socket.send(json.dumps({"op": "subscribe", "topic": topic}))
+    return await recv_until(
+        socket,
+        lambda frame: frame.get("op") in ("subscribed", "error") and frame.get("topic") == topic,
+    )

@@ -1,0 +1,243 @@
+"""Numbering, storing and publishing messages: one Redis script, one loop per process.
+
+Why a script: the topic's next ``seq``, its history entry and the publish to
+the channel layer happen in one atomic step inside Redis, so two processes
+pushing to the same topic can never deliver seq N+1 before seq N.
+
+Why one loop per process: a redis-py asyncio pool belongs to the event loop
+that made it, so ``async_to_sync`` per push would build and tear down a loop,
+a thread and a TCP connection every time (see channels_redis' per-loop
+layers). Here every push, from sync or async code, runs on a single
+background loop that owns a single Redis client; a forked child (a Celery
+prefork worker) builds its own on first use.
+
+The script publishes to the channel the ``RedisPubSubChannelLayer`` listens on
+for the group, in the layer's msgpack wire format; consumers receive it
+through the layer like any group message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from channels_redis.utils import _consistent_hash, create_pool, decode_hosts
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+T = TypeVar("T")
+
+PUSH_EVENT_TYPE = "push.message"
+PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
+
+# KEYS[1] topic meta hash {seq, epoch}; KEYS[2] topic history stream.
+# ARGV[1] epoch for a topic that has none; ARGV[2] message body (JSON members);
+# ARGV[3] layer channel of the group; ARGV[4] topic; ARGV[5] history size;
+# ARGV[6] event type; ARGV[7] time in ms.
+_PUBLISH_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  -- A new (or lost and recreated) topic: its old history, if any, is not ours.
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('DEL', KEYS[2])
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local size = tonumber(ARGV[5])
+if size > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', size, seq .. '-0', 'b', ARGV[2], 't', ARGV[7])
+end
+redis.call('PUBLISH', ARGV[3], cmsgpack.pack({
+  type = ARGV[6], topic = ARGV[4], seq = seq, epoch = epoch, body = ARGV[2]}))
+return {seq, epoch}
+"""
+
+# KEYS as above; ARGV[1] epoch for a topic that has none. Returns {seq, epoch}.
+_POSITION_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('DEL', KEYS[2])
+end
+return {tonumber(redis.call('HGET', KEYS[1], 'seq') or 0), epoch}
+"""
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a topic stands: its last ``seq`` and the ``epoch`` of its history."""
+
+    seq: int
+    epoch: str
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+def _meta_keys(topic: str) -> list[str]:
+    # The hash tag keeps both keys of a topic on one Redis Cluster slot.
+    return [f"push:{{{topic}}}", f"push:{{{topic}}}:h"]
+
+
+@dataclass
+class _Shard:
+    client: Redis
+    publish: AsyncScript
+    position: AsyncScript
+
+
+@dataclass
+class _LoopState:
+    pid: int
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    shards: list[_Shard] = field(default_factory=list)
+    prefix: str = "asgi"
+
+
+def _layer_config() -> tuple[list[dict[str, Any]], str]:
+    layer = settings.CHANNEL_LAYERS.get("default", {})
+    if layer.get("BACKEND") != PUBSUB_LAYER:
+        raise ImproperlyConfigured(
+            f"CHANNEL_LAYERS['default'] must use {PUBSUB_LAYER}: pushes are published "
+            "in its wire format"
+        )
+    config = layer.get("CONFIG", {})
+    if config.get("symmetric_encryption_keys"):
+        raise ImproperlyConfigured(
+            "CHANNEL_LAYERS symmetric_encryption_keys is not supported by the push "
+            "publisher; protect the link with rediss:// (TLS) instead"
+        )
+    return decode_hosts(config.get("hosts")), config.get("prefix", "asgi")
+
+
+class Publisher:
+    """The process's background loop and Redis clients, made on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: _LoopState | None = None
+
+    def _loop_state(self) -> _LoopState:
+        state = self._state
+        if state is not None and state.pid == os.getpid() and state.thread.is_alive():
+            return state
+        with self._lock:
+            state = self._state
+            if state is not None and state.pid == os.getpid() and state.thread.is_alive():
+                return state
+            # None yet, or inherited from the parent of a fork: the loop thread
+            # does not exist in this process, so build our own.
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="push-publisher", daemon=True)
+            thread.start()
+            state = _LoopState(pid=os.getpid(), loop=loop, thread=thread)
+            self._state = state
+            atexit.register(self._shutdown, state)
+            return state
+
+    def run(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make()`` on the background loop from sync code and wait for it."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("push() called from async code: use 'await apush(...)'")
+        state = self._loop_state()
+        future: Future[T] = asyncio.run_coroutine_threadsafe(_as_coroutine(make), state.loop)
+        return future.result()
+
+    async def arun(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make()`` on the background loop from async code."""
+        state = self._loop_state()
+        if asyncio.get_running_loop() is state.loop:
+            return await make()
+        future = asyncio.run_coroutine_threadsafe(_as_coroutine(make), state.loop)
+        return await asyncio.wrap_future(future)
+
+    # -- runs on the background loop -------------------------------------------------------
+
+    def _shard_for(self, group_channel: str) -> _Shard:
+        state = self._state
+        assert state is not None
+        if not state.shards:
+            hosts, state.prefix = _layer_config()
+            for host in hosts:
+                client = Redis(connection_pool=create_pool({**host, "client_name": "push"}))
+                state.shards.append(
+                    _Shard(
+                        client=client,
+                        publish=client.register_script(_PUBLISH_LUA),
+                        position=client.register_script(_POSITION_LUA),
+                    )
+                )
+        return state.shards[_consistent_hash(group_channel, len(state.shards))]
+
+    def _group_channel(self, group: str) -> str:
+        assert self._state is not None
+        self._shard_for("")  # loads the prefix
+        return f"{self._state.prefix}__group__{group}"
+
+    async def publish(self, topic: str, group: str, body: str) -> Position:
+        """Number, store and publish one message body; return its position."""
+        channel = self._group_channel(group)
+        seq, epoch = await self._shard_for(channel).publish(
+            keys=_meta_keys(topic),
+            args=[
+                _new_epoch(),
+                body,
+                channel,
+                topic,
+                settings.PUSH_HISTORY_SIZE,
+                PUSH_EVENT_TYPE,
+                int(time.time() * 1000),
+            ],
+        )
+        return Position(int(seq), _text(epoch))
+
+    async def position(self, topic: str, group: str) -> Position:
+        """The topic's current position (giving it an epoch if it has none)."""
+        channel = self._group_channel(group)
+        seq, epoch = await self._shard_for(channel).position(
+            keys=_meta_keys(topic), args=[_new_epoch()]
+        )
+        return Position(int(seq), _text(epoch))
+
+    def _shutdown(self, state: _LoopState) -> None:
+        if state.pid != os.getpid() or not state.thread.is_alive():
+            return
+
+        async def close() -> None:
+            for shard in state.shards:
+                await shard.client.aclose(close_connection_pool=True)
+
+        # Best effort at interpreter exit: Redis may already be gone.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close(), state.loop).result(timeout=2)
+        state.loop.call_soon_threadsafe(state.loop.stop)
+        state.thread.join(timeout=2)
+
+
+async def _as_coroutine(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+publisher = Publisher()

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class WsConfig(AppConfig):
+    """The transport: sockets, topics, the push API."""
+
+    name = "ws"
+    verbose_name = "WebSocket push"

@@ -1,0 +1,229 @@
+"""Thin consumers: authenticate, authorize, subscribe, relay what the layer delivers.
+
+Nothing a client sends can raise out of a consumer: each bad frame gets an
+error frame and the socket stays open, until a client has sent
+``PUSH_MAX_BAD_FRAMES`` of them (then close ``4400``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from ws import topics
+from ws._publisher import PUSH_EVENT_TYPE
+from ws.protocol import (
+    PONG,
+    SEED_GREETING,
+    ClientFrame,
+    CloseCode,
+    ProtocolError,
+    frame_too_large,
+    parse_client_frame,
+    parse_seed_frame,
+    render_error,
+    render_message,
+    render_seed_error,
+    render_seed_message,
+    render_subscribed,
+    render_unsubscribed,
+)
+from ws.push import apush, topic_position
+
+logger = logging.getLogger("ws")
+
+
+def _client(scope: dict[str, Any]) -> str:
+    user = scope.get("user")
+    who = f"user={user.pk}" if user is not None and user.is_authenticated else "user=anonymous"
+    client = scope.get("client") or ("?", 0)
+    return f"{who} client={client[0]}:{client[1]} path={scope.get('path')}"
+
+
+class PushConsumer(AsyncWebsocketConsumer):
+    """Base of our consumers: frame limits, bad-frame accounting, event dispatch."""
+
+    bad_frames = 0
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Route an event; pushes skip Channels' per-message database hop.
+
+        Since channels 4.2 every dispatch first closes old database connections
+        in a thread; a push handler never touches the database, so it does not
+        pay that hop. Events nobody handles are logged and dropped instead of
+        killing the socket.
+        """
+        if message.get("type") == PUSH_EVENT_TYPE:
+            await self.push_message(message)
+            return
+        kind = message.get("type")
+        if (
+            not isinstance(kind, str)
+            or kind.startswith("_")
+            or not hasattr(self, kind.replace(".", "_"))
+        ):
+            logger.warning("ws ignored an event of unknown type %r", kind)
+            return
+        await super().dispatch(message)
+
+    async def push_message(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            if text_data is None:
+                raise ProtocolError(CloseCode.MALFORMED, "binary frames are not supported")
+            limit = settings.PUSH_MAX_FRAME_BYTES
+            if frame_too_large(text_data, limit):
+                raise ProtocolError(CloseCode.TOO_LARGE, f"frame is larger than {limit} bytes")
+            await self.handle_text(text_data)
+        except ProtocolError as error:
+            await self.refuse(error)
+        except Exception:
+            # A bug of ours, not the client's: log it loudly, keep the socket.
+            logger.exception("ws failed to handle a frame (%s)", _client(self.scope))
+            await self.send_error(CloseCode.INTERNAL_ERROR, "internal error", None)
+
+    async def handle_text(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def refuse(self, error: ProtocolError) -> None:
+        """Answer a refused frame, and close a client that keeps sending bad ones."""
+        logger.info(
+            "ws refused a frame code=%d reason=%s (%s)",
+            error.code,
+            error.message,
+            _client(self.scope),
+        )
+        await self.send_error(error.code, error.message, error.topic)
+        if error.code in (CloseCode.MALFORMED, CloseCode.TOO_LARGE):
+            self.bad_frames += 1
+            if self.bad_frames >= settings.PUSH_MAX_BAD_FRAMES:
+                logger.info(
+                    "ws closing after %d bad frames (%s)", self.bad_frames, _client(self.scope)
+                )
+                await self.close(code=CloseCode.MALFORMED)
+
+    async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
+        raise NotImplementedError
+
+
+class SeedRoomConsumer(PushConsumer):
+    """The seed route ``heartbeat/<room>/``: group ``chat_<room>``, seed envelope.
+
+    On connect the client alone is greeted with
+    ``{"msg": "heartbeat", "code": 200, "data": []}`` (the seed sent it to the
+    whole group: N clients, N² frames).
+    """
+
+    group: str | None = None
+
+    async def connect(self) -> None:
+        room = self.scope["url_route"]["kwargs"]["room_name"]
+        try:
+            self.topic = topics.seed_room_topic(room)
+        except topics.UnknownTopic as error:
+            await self.accept()
+            await self.send_error(CloseCode.MALFORMED, f"invalid room name: {error}", None)
+            await self.close(code=CloseCode.MALFORMED)
+            return
+        self.group = topics.group_name(self.topic)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send(text_data=SEED_GREETING)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def handle_text(self, text: str) -> None:
+        parse_seed_frame(text)
+        raise ProtocolError(CloseCode.FORBIDDEN, "this room does not accept client messages")
+
+    async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
+        await self.send(text_data=render_seed_error(code, message))
+
+    async def push_message(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=render_seed_message(event["seq"], event["body"]))
+
+    async def chat_data(self, event: dict[str, Any]) -> None:
+        """The seed's own event, for code that still sends to ``chat_<room>`` directly."""
+        await self.send(text_data=json.dumps(event.get("data")))
+
+
+class MultiplexConsumer(PushConsumer):
+    """The multiplexed endpoint ``ws/``: one socket, many topics."""
+
+    async def connect(self) -> None:
+        # topic -> the seq the client was told at subscribe; older pushes are history.
+        self.subscriptions: dict[str, int] = {}
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for topic in list(self.subscriptions):
+            await self.channel_layer.group_discard(topics.group_name(topic), self.channel_name)
+        self.subscriptions.clear()
+
+    async def handle_text(self, text: str) -> None:
+        frame: ClientFrame = parse_client_frame(text)
+        if frame["op"] == "ping":
+            await self.send(text_data=PONG)
+            return
+        topic = self._resolve(frame["topic"])
+        if frame["op"] == "subscribe":
+            await self.subscribe(topic)
+        elif frame["op"] == "unsubscribe":
+            await self.unsubscribe(topic)
+        elif frame["op"] == "publish":
+            await self.publish(topic, frame["data"])
+
+    def _resolve(self, name: str) -> topics.Topic:
+        try:
+            return topics.resolve(name)
+        except topics.UnknownTopic as error:
+            raise ProtocolError(CloseCode.MALFORMED, str(error), name[:100]) from None
+
+    async def subscribe(self, topic: topics.Topic) -> None:
+        if not topic.may_subscribe(self.scope["user"]):
+            raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to subscribe", topic.name)
+        if topic.name not in self.subscriptions:
+            await self.channel_layer.group_add(topics.group_name(topic.name), self.channel_name)
+        # Read after joining the group: a push that lands in between is at or
+        # below this seq, is history to the client, and is not relayed twice.
+        position = await topic_position(topic.name)
+        self.subscriptions[topic.name] = position.seq
+        await self.send(
+            text_data=render_subscribed(topic.name, position.seq, position.epoch, recovered=False)
+        )
+
+    async def unsubscribe(self, topic: topics.Topic) -> None:
+        if self.subscriptions.pop(topic.name, None) is not None:
+            await self.channel_layer.group_discard(topics.group_name(topic.name), self.channel_name)
+        await self.send(text_data=render_unsubscribed(topic.name))
+
+    async def publish(self, topic: topics.Topic, data: Any) -> None:
+        if not topic.may_publish(self.scope["user"]):
+            raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to publish", topic.name)
+        await apush(topic.name, data)
+
+    async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
+        await self.send(text_data=render_error(code, message, topic))
+
+    async def push_message(self, event: dict[str, Any]) -> None:
+        topic = event["topic"]
+        floor = self.subscriptions.get(topic)
+        if floor is None or event["seq"] <= floor:
+            return
+        await self.send(text_data=render_message(topic, event["seq"], event["body"]))
+
+
+class NotFoundConsumer(AsyncWebsocketConsumer):
+    """Any other path: refused at the handshake (HTTP 403), with one log line."""
+
+    async def connect(self) -> None:
+        logger.info("ws refused an unknown path (%s)", _client(self.scope))
+        await self.close()

@@ -1,0 +1,213 @@
+"""The wire protocol: frame shapes, validation of what clients send, rendering.
+
+Two endpoints speak JSON text frames (see DESIGN.md, "The wire protocol"):
+the seed route ``ws/heartbeat/<room>/`` with the seed's envelope
+``{"msg", "code", "data"}``, and the multiplexed ``ws/`` with ``op`` frames.
+Message bodies are encoded once, by the publisher, as the JSON members
+``"msg":..,"code":..,"data":..``; consumers only wrap them.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import IntEnum
+from typing import Any, Literal, NotRequired, TypedDict
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+__all__ = [
+    "SEED_GREETING",
+    "ClientFrame",
+    "CloseCode",
+    "ProtocolError",
+    "encode_body",
+    "parse_client_frame",
+    "parse_seed_frame",
+]
+
+
+class CloseCode(IntEnum):
+    """Close codes, also used as the ``code`` of error frames."""
+
+    NORMAL = 1000
+    WRONG_ORIGIN = 1008
+    TOO_LARGE = 1009
+    INTERNAL_ERROR = 1011
+    RESYNC = 4000
+    NOT_AUTHENTICATED = 4001
+    FORBIDDEN = 4003
+    MALFORMED = 4400
+    RATE_LIMITED = 4429
+
+
+class ProtocolError(Exception):
+    """A client frame that cannot be served; answered with an error frame."""
+
+    def __init__(self, code: CloseCode, message: str, topic: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.topic = topic
+
+
+# --- client -> server -------------------------------------------------------------------
+
+
+class SubscribeFrame(TypedDict):
+    op: Literal["subscribe"]
+    topic: str
+    since: NotRequired[int]
+
+
+class UnsubscribeFrame(TypedDict):
+    op: Literal["unsubscribe"]
+    topic: str
+
+
+class PublishFrame(TypedDict):
+    op: Literal["publish"]
+    topic: str
+    data: Any
+
+
+class PingFrame(TypedDict):
+    op: Literal["ping"]
+
+
+ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame
+
+CLIENT_OPS = ("subscribe", "unsubscribe", "publish", "ping")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_object(text: str) -> dict[str, Any]:
+    """``json.loads`` that refuses NaN/Infinity and says what it expected."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ProtocolError(CloseCode.MALFORMED, "frame is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, oversized integers, NaN
+        raise ProtocolError(CloseCode.MALFORMED, f"frame is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(
+            CloseCode.MALFORMED, f"frame must be a JSON object, got {type(value).__name__}"
+        )
+    return value
+
+
+def _topic_field(frame: dict[str, Any], op: str) -> str:
+    topic = frame.get("topic")
+    if not isinstance(topic, str) or not topic:
+        raise ProtocolError(CloseCode.MALFORMED, f"{op} needs a string 'topic'")
+    return topic
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """Validate one frame of the multiplexed endpoint, or raise ``ProtocolError``."""
+    frame = _load_object(text)
+    op = frame.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(CloseCode.MALFORMED, "frame needs a string 'op'")
+    if op == "ping":
+        return PingFrame(op="ping")
+    if op == "subscribe":
+        subscribe = SubscribeFrame(op="subscribe", topic=_topic_field(frame, op))
+        if "since" in frame and frame["since"] is not None:
+            since = frame["since"]
+            if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+                raise ProtocolError(
+                    CloseCode.MALFORMED,
+                    "'since' must be a non-negative integer",
+                    subscribe["topic"],
+                )
+            subscribe["since"] = since
+        return subscribe
+    if op == "unsubscribe":
+        return UnsubscribeFrame(op="unsubscribe", topic=_topic_field(frame, op))
+    if op == "publish":
+        topic = _topic_field(frame, op)
+        if "data" not in frame:
+            raise ProtocolError(CloseCode.MALFORMED, "publish needs 'data'", topic)
+        return PublishFrame(op="publish", topic=topic, data=frame["data"])
+    shown = op if len(op) <= 32 else op[:32] + "..."
+    raise ProtocolError(
+        CloseCode.MALFORMED, f"unknown op {shown!r}; expected one of {', '.join(CLIENT_OPS)}"
+    )
+
+
+def parse_seed_frame(text: str) -> str:
+    """Validate a seed-route client frame ``{"message": "..."}``; return the message."""
+    frame = _load_object(text)
+    message = frame.get("message")
+    if not isinstance(message, str):
+        raise ProtocolError(CloseCode.MALFORMED, "frame needs a string 'message'")
+    return message
+
+
+def frame_too_large(text: str, limit: int) -> bool:
+    """True when ``text`` is over ``limit`` bytes of UTF-8 (encodes only when unsure)."""
+    if len(text) > limit:
+        return True
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+# --- server -> client -------------------------------------------------------------------
+
+SEED_GREETING = json.dumps({"msg": "heartbeat", "code": 200, "data": []})
+
+
+def encode_body(data: Any, msg: str, code: int) -> str:
+    """The members ``"msg":..,"code":..,"data":..`` of a message, as JSON text.
+
+    Payloads go through ``DjangoJSONEncoder`` here and only here, so a
+    ``datetime`` or ``Decimal`` never reaches the layer raw.
+    """
+    if not isinstance(msg, str):
+        raise TypeError(f"msg must be a str, got {type(msg).__name__}")
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise TypeError(f"code must be an int, got {type(code).__name__}")
+    envelope = json.dumps(
+        {"msg": msg, "code": code, "data": data},
+        cls=DjangoJSONEncoder,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return envelope[1:-1]
+
+
+def render_message(topic: str, seq: int, body: str) -> str:
+    """A ``message`` frame of the multiplexed endpoint (topic names need no escaping)."""
+    return f'{{"op":"message","topic":"{topic}","seq":{seq},{body}}}'
+
+
+def render_seed_message(seq: int, body: str) -> str:
+    """A push on the seed route: the seed's envelope, plus the topic's ``seq``."""
+    return f'{{{body},"seq":{seq}}}'
+
+
+def render_subscribed(topic: str, seq: int, epoch: str, *, recovered: bool) -> str:
+    return json.dumps(
+        {"op": "subscribed", "topic": topic, "seq": seq, "epoch": epoch, "recovered": recovered}
+    )
+
+
+def render_unsubscribed(topic: str) -> str:
+    return json.dumps({"op": "unsubscribed", "topic": topic})
+
+
+PONG = json.dumps({"op": "pong"})
+
+
+def render_error(code: CloseCode, message: str, topic: str | None = None) -> str:
+    frame: dict[str, Any] = {"op": "error", "code": int(code), "msg": message}
+    if topic is not None:
+        frame["topic"] = topic
+    return json.dumps(frame)
+
+
+def render_seed_error(code: CloseCode, message: str) -> str:
+    """An error on the seed route, in the seed's envelope."""
+    return json.dumps({"msg": message, "code": int(code), "data": []})

@@ -1,0 +1,97 @@
+"""The push API: the one door to the channel layer outside consumers.
+
+    from ws import push, apush, SendMessage
+
+    push("dashboard.sales", {"total": 42})          # views, signals, tasks, shell
+    await apush("dashboard.sales", {"total": 42})   # async code
+    SendMessage("lobby").send({"text": "hi"})        # the seed's helper, seed route
+
+Every message gets its topic's next sequence number (returned), is kept in the
+topic's history for resume, and reaches every subscribed socket on every server
+process as ``{"msg": ..., "code": ..., "data": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Generator
+from typing import Any
+
+from asgiref.sync import markcoroutinefunction
+
+from ws import topics
+from ws._publisher import Position, publisher
+from ws.protocol import encode_body
+
+__all__ = ["SendMessage", "apush", "push", "topic_position"]
+
+
+def push(topic: str, data: Any = None, *, msg: str = "success", code: int = 200) -> int:
+    """Push ``data`` to everyone subscribed to ``topic``; return its ``seq``.
+
+    For sync code. Raises ``topics.UnknownTopic`` for a name no pattern knows,
+    and redis-py's ``ConnectionError`` while Redis is unreachable.
+    """
+    group = topics.group_name(topic)
+    body = encode_body(data, msg, code)
+    return publisher.run(lambda: publisher.publish(topic, group, body)).seq
+
+
+async def apush(topic: str, data: Any = None, *, msg: str = "success", code: int = 200) -> int:
+    """``push`` for async code."""
+    group = topics.group_name(topic)
+    body = encode_body(data, msg, code)
+    position = await publisher.arun(lambda: publisher.publish(topic, group, body))
+    return position.seq
+
+
+async def topic_position(topic: str) -> Position:
+    """The topic's last ``seq`` and its ``epoch``."""
+    group = topics.group_name(topic)
+    return await publisher.arun(lambda: publisher.position(topic, group))
+
+
+class PushedSeq(int):
+    """The ``seq`` of a push already made; awaiting it gives the same number.
+
+    Seed code awaits ``SendMessage.send`` (directly or through
+    ``async_to_sync``, which calls it in the caller's thread), so the
+    synchronous result must be awaitable too.
+    """
+
+    def __await__(self) -> Generator[None, None, int]:
+        return int(self)
+        yield  # makes this a generator: awaiting it finishes at once
+
+
+class SendMessage:
+    """The seed's helper: push to the seed room ``room`` (group ``chat_<room>``).
+
+    ``send(val)`` takes the seed's dict: without a ``code`` key it is wrapped as
+    ``{"msg": "success", "code": 200, "data": val}``; with one it is the
+    envelope itself. The seed's ``chat_type`` key is accepted and ignored
+    (consumers have one fixed event type). ``send`` works from sync code
+    (it returns the ``seq``) and, as in the seed, awaited from async code or
+    through ``async_to_sync``.
+    """
+
+    def __init__(self, room_group_name: str) -> None:
+        self.topic = topics.seed_room_topic(room_group_name)
+
+    def _envelope(self, val: dict[str, Any]) -> tuple[Any, str, int]:
+        val = {key: value for key, value in val.items() if key != "chat_type"}
+        if not val.get("code"):
+            return val, "success", 200
+        return val.get("data"), str(val.get("msg", "success")), int(val["code"])
+
+    def send(self, val: dict[str, Any]) -> Any:
+        data, msg, code = self._envelope(val)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return PushedSeq(push(self.topic, data, msg=msg, code=code))
+        coroutine: Awaitable[int] = apush(self.topic, data, msg=msg, code=code)
+        return coroutine
+
+    # ``async_to_sync(SendMessage(room).send)`` checks for a coroutine function.
+    markcoroutinefunction(send)

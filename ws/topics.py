@@ -1,0 +1,124 @@
+"""Topics: their names, the channel-layer group behind each, and who may use them.
+
+A topic is ``<kind>`` or ``<kind>.<param>`` (``dashboard.sales``, ``user.7``,
+``broadcast``). Every pattern declares who may subscribe and who may publish as
+plain callables of the user and the parameter. This is the only module that
+builds group names: nobody else formats ``"chat_%s"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Topic",
+    "UnknownTopic",
+    "group_name",
+    "resolve",
+    "seed_room_topic",
+]
+
+MAX_TOPIC_LENGTH = 90
+_PARAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SEED_ROOM_KIND = "room"
+
+# The user is Django's user or AnonymousUser; both answer ``is_authenticated``.
+Rule = Callable[[Any, str | None], bool]
+
+
+class UnknownTopic(ValueError):
+    """The name is not a topic of any registered pattern."""
+
+
+def anyone(user: Any, param: str | None) -> bool:
+    return True
+
+
+def nobody(user: Any, param: str | None) -> bool:
+    return False
+
+
+def signed_in(user: Any, param: str | None) -> bool:
+    return bool(user.is_authenticated)
+
+
+def same_user(user: Any, param: str | None) -> bool:
+    return bool(user.is_authenticated) and str(user.pk) == param
+
+
+@dataclass(frozen=True)
+class TopicPattern:
+    """One family of topics (``dashboard.<name>``) and its access rules."""
+
+    kind: str
+    has_param: bool
+    may_subscribe: Rule
+    may_publish: Rule
+    describe: str
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A resolved topic name."""
+
+    name: str
+    pattern: TopicPattern
+    param: str | None
+
+    def may_subscribe(self, user: Any) -> bool:
+        return self.pattern.may_subscribe(user, self.param)
+
+    def may_publish(self, user: Any) -> bool:
+        return self.pattern.may_publish(user, self.param)
+
+
+REGISTRY: dict[str, TopicPattern] = {
+    pattern.kind: pattern
+    for pattern in (
+        TopicPattern("dashboard", True, anyone, nobody, "a live dashboard"),
+        TopicPattern("broadcast", False, anyone, nobody, "messages to everyone"),
+        TopicPattern("user", True, same_user, nobody, "one user's private messages"),
+        TopicPattern(SEED_ROOM_KIND, True, anyone, nobody, "a seed heartbeat room"),
+        TopicPattern("chat", True, signed_in, nobody, "a chat room"),
+        TopicPattern("call", True, signed_in, nobody, "a call's signalling"),
+    )
+}
+
+
+def resolve(name: object) -> Topic:
+    """The topic called ``name``, or ``UnknownTopic`` saying what is wrong."""
+    if not isinstance(name, str) or not name:
+        raise UnknownTopic("topic must be a non-empty string")
+    if len(name) > MAX_TOPIC_LENGTH:
+        raise UnknownTopic(f"topic is longer than {MAX_TOPIC_LENGTH} characters")
+    kind, dot, param = name.partition(".")
+    pattern = REGISTRY.get(kind)
+    if pattern is None:
+        raise UnknownTopic(f"no topic family {kind!r}")
+    if not pattern.has_param:
+        if dot:
+            raise UnknownTopic(f"topic {kind!r} takes no parameter")
+        return Topic(name, pattern, None)
+    if not _PARAM_RE.match(param):
+        raise UnknownTopic(f"{kind} topics are {kind}.<letters, digits, _ or ->")
+    return Topic(name, pattern, param)
+
+
+def seed_room_topic(room: str) -> str:
+    """The topic behind the seed route ``heartbeat/<room>/``."""
+    return resolve(f"{SEED_ROOM_KIND}.{room}").name
+
+
+def group_name(topic: str) -> str:
+    """The channel-layer group of a topic.
+
+    Seed rooms keep the seed's group ``chat_<room>``, so code that sends to
+    that group directly still reaches seed clients.
+    """
+    resolved = resolve(topic)
+    if resolved.pattern.kind == SEED_ROOM_KIND:
+        return f"chat_{resolved.param}"
+    return resolved.name
