@@ -39,6 +39,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("CELERY_RESULT_BACKEND", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     (Path(__file__).resolve().parent.parent / ".run").mkdir(exist_ok=True)
+    # Load the settings now, with this REDIS_URL; pytest-django's own (trylast)
+    # pytest_configure then sets Django up and guards database access.
+    from django.conf import settings
+
+    assert server.url == settings.REDIS_URL
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -73,6 +73,12 @@ class PushConsumer(AsyncWebsocketConsumer):
     async def push_message(self, event: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        # daphne's autobahn accepts only a plain int (``type(code) == int``), not an IntEnum.
+        if isinstance(code, int) and not isinstance(code, bool):
+            code = int(code)
+        await super().close(code=code, reason=reason)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
             if text_data is None:

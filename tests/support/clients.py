@@ -38,3 +38,11 @@ async def subscribe(socket: ClientConnection, topic: str) -> dict[str, Any]:
         socket,
         lambda frame: frame.get("op") in ("subscribed", "error") and frame.get("topic") == topic,
     )
+
+
+async def closed_with(socket: ClientConnection, timeout: float = FRAME_TIMEOUT_S) -> int | None:
+    """Read until the server closes; the close code it sent (None if it dropped the link)."""
+    async with asyncio.timeout(timeout):
+        async for _ in socket:
+            pass
+    return socket.close_code if socket.close_rcvd is not None else None

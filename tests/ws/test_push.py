@@ -22,7 +22,6 @@ async def _member_of(topic: str) -> tuple[object, str]:
     return layer, channel
 
 
-@pytest.mark.asyncio
 async def test_apush_reaches_a_group_member_numbered_and_encoded():
     layer, channel = await _member_of("dashboard.push-encoded")
 
@@ -86,7 +85,6 @@ def test_push_refuses_unknown_topics_and_async_context():
         asyncio.run(from_async())
 
 
-@pytest.mark.asyncio
 async def test_send_message_speaks_the_seed_envelope_sync_async_and_async_to_sync():
     layer, channel = await _member_of("room.seedhelper")
 

@@ -1,0 +1,46 @@
+"""Pushes made by tasks that a real Celery worker runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tasks.tasks import publish
+from tests.support.clients import open_socket, recv_json, subscribe
+
+
+async def test_a_task_push_reaches_both_endpoints_with_rising_seq(daphne_server, celery_worker):
+    multiplexed = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    start = (await subscribe(multiplexed, "room.worker"))["seq"]
+    seed = await open_socket(daphne_server.ws_url("/ws/heartbeat/worker/"), daphne_server.origin)
+    await recv_json(seed)
+
+    for n in range(3):
+        result = publish.delay("room.worker", {"n": n}, msg="from-worker")
+        assert await asyncio.to_thread(result.get, timeout=30) == start + n + 1
+
+    frames = [await recv_json(multiplexed) for _ in range(3)]
+    assert [(f["seq"], f["msg"], f["data"]) for f in frames] == [
+        (start + n + 1, "from-worker", {"n": n}) for n in range(3)
+    ]
+    seed_frames = [await recv_json(seed) for _ in range(3)]
+    assert [f["seq"] for f in seed_frames] == [start + 1, start + 2, start + 3]
+    assert seed_frames[2]["msg"] == "from-worker"
+    await multiplexed.close()
+    await seed.close()
+
+
+def test_a_worker_process_pushes_over_one_connection(celery_worker, redis_client):
+    # Warm both prefork children, then count connections while they push 100 times.
+    for result in [publish.delay("dashboard.warm", i) for i in range(4)]:
+        result.get(timeout=30)
+    before = redis_client.info("stats")["total_connections_received"]
+    for result in [publish.delay("dashboard.many", i) for i in range(100)]:
+        result.get(timeout=30)
+    after = redis_client.info("stats")["total_connections_received"]
+
+    publishers = [c for c in redis_client.client_list() if c.get("name") == "push"]
+    # One client per pushing process (2 worker children here, at most a few more for
+    # this test process): never one per push.
+    assert 1 <= len(publishers) <= 4
+    # Results and the broker reuse their connections too; 100 pushes opened none.
+    assert after - before <= 4
