@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 FRAME_TIMEOUT_S = 10.0
 
@@ -43,6 +45,8 @@ async def subscribe(socket: ClientConnection, topic: str) -> dict[str, Any]:
 async def closed_with(socket: ClientConnection, timeout: float = FRAME_TIMEOUT_S) -> int | None:
     """Read until the server closes; the close code it sent (None if it dropped the link)."""
     async with asyncio.timeout(timeout):
-        async for _ in socket:
-            pass
-    return socket.close_code if socket.close_rcvd is not None else None
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in socket:
+                pass
+    received = socket.protocol.close_rcvd
+    return received.code if received is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sys
 
@@ -44,16 +45,21 @@ async def test_the_clock_job_pushes_server_time_to_both_endpoints(daphne_server,
     await seed.close()
 
 
+async def first_clock_tick(daphne_server) -> dict:
+    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    await subscribe(socket, "dashboard.clock")
+    tick = await recv_until(socket, lambda f: f.get("op") == "message", timeout=30)
+    await socket.close()
+    return tick
+
+
 @pytest.mark.django_db(transaction=True)
-async def test_the_clock_schedule_is_a_periodic_task_row_in_the_admin(daphne_server, beat):
+def test_the_clock_schedule_is_a_periodic_task_row_in_the_admin(daphne_server, beat):
     from django_celery_beat.models import PeriodicTask
 
-    multiplexed = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
-    await subscribe(multiplexed, "dashboard.clock")
-    await recv_until(multiplexed, lambda f: f.get("op") == "message", timeout=30)
-    await multiplexed.close()
+    assert asyncio.run(first_clock_tick(daphne_server))["topic"] == "dashboard.clock"
 
     rows = PeriodicTask.objects.filter(name="dashboard-clock").values_list(
         "task", "interval__every", "interval__period", "enabled"
     )
-    assert [row async for row in rows] == [("tasks.tasks.push_clock", 1, "seconds", True)]
+    assert list(rows) == [("tasks.tasks.push_clock", 1, "seconds", True)]
