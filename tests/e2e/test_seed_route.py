@@ -116,3 +116,14 @@ async def test_an_unknown_path_is_refused_without_a_traceback(daphne_server):
     assert await recv_json(socket) == GREETING
     await socket.close()
     assert daphne_server.failures_since(offset) == []
+
+
+def test_the_home_page_and_admin_assets_are_served_by_daphne(daphne_server):
+    import urllib.request
+
+    with urllib.request.urlopen(daphne_server.http_url("/")) as page:  # noqa: S310
+        assert "dashboard.clock" in page.read().decode()
+    css = daphne_server.http_url("/static/admin/css/base.css")
+    with urllib.request.urlopen(css) as stylesheet:  # noqa: S310
+        assert stylesheet.status == 200
+        assert stylesheet.headers["Content-Type"].startswith("text/css")
