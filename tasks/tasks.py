@@ -29,7 +29,7 @@ def publish(topic: str, data: Any = None, msg: str = "success", code: int = 200)
     return push(topic, data, msg=msg, code=code)
 
 
-@shared_task(name="tasks.tasks.push_clock", **RETRY_POLICY)
+@shared_task(name="tasks.tasks.push_clock", ignore_result=True, **RETRY_POLICY)
 def push_clock() -> int:
     """Push the server time and uptime to ``dashboard.clock`` (and the seed clock room)."""
     reading = clock_reading()

@@ -171,7 +171,8 @@ class Publisher:
 
     # -- runs on the background loop -------------------------------------------------------
 
-    def _shard_for(self, group_channel: str) -> _Shard:
+    def _connected(self) -> _LoopState:
+        """The loop's state with its Redis clients (made on first use, on the loop)."""
         state = self._state
         assert state is not None
         if not state.shards:
@@ -185,17 +186,18 @@ class Publisher:
                         position=client.register_script(_POSITION_LUA),
                     )
                 )
-        return state.shards[_consistent_hash(group_channel, len(state.shards))]
+        return state
 
-    def _group_channel(self, group: str) -> str:
-        assert self._state is not None
-        self._shard_for("")  # loads the prefix
-        return f"{self._state.prefix}__group__{group}"
+    def _route(self, group: str) -> tuple[_Shard, str]:
+        """The shard the layer uses for ``group``, and the group's pub/sub channel there."""
+        state = self._connected()
+        channel = f"{state.prefix}__group__{group}"  # as RedisPubSubLoopLayer names it
+        return state.shards[_consistent_hash(channel, len(state.shards))], channel
 
     async def publish(self, topic: str, group: str, body: str) -> Position:
         """Number, store and publish one message body; return its position."""
-        channel = self._group_channel(group)
-        seq, epoch = await self._shard_for(channel).publish(
+        shard, channel = self._route(group)
+        seq, epoch = await shard.publish(
             keys=_meta_keys(topic),
             args=[
                 _new_epoch(),
@@ -211,10 +213,8 @@ class Publisher:
 
     async def position(self, topic: str, group: str) -> Position:
         """The topic's current position (giving it an epoch if it has none)."""
-        channel = self._group_channel(group)
-        seq, epoch = await self._shard_for(channel).position(
-            keys=_meta_keys(topic), args=[_new_epoch()]
-        )
+        shard, _ = self._route(group)
+        seq, epoch = await shard.position(keys=_meta_keys(topic), args=[_new_epoch()])
         return Position(int(seq), _text(epoch))
 
     def _shutdown(self, state: _LoopState) -> None:

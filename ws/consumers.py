@@ -15,7 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ws import topics
-from ws._publisher import PUSH_EVENT_TYPE
+from ws._publisher import PUSH_EVENT_TYPE, Position
 from ws.protocol import (
     PONG,
     SEED_GREETING,
@@ -165,8 +165,9 @@ class MultiplexConsumer(PushConsumer):
     """The multiplexed endpoint ``ws/``: one socket, many topics."""
 
     async def connect(self) -> None:
-        # topic -> the seq the client was told at subscribe; older pushes are history.
-        self.subscriptions: dict[str, int] = {}
+        # topic -> where this socket stands in it: the last seq it was given (at
+        # subscribe, or since), in which epoch. Older pushes are history to it.
+        self.subscriptions: dict[str, Position] = {}
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -196,12 +197,13 @@ class MultiplexConsumer(PushConsumer):
     async def subscribe(self, topic: topics.Topic) -> None:
         if not topic.may_subscribe(self.scope["user"]):
             raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to subscribe", topic.name)
-        if topic.name not in self.subscriptions:
+        position = self.subscriptions.get(topic.name)
+        if position is None:
             await self.channel_layer.group_add(topics.group_name(topic.name), self.channel_name)
-        # Read after joining the group: a push that lands in between is at or
-        # below this seq, is history to the client, and is not relayed twice.
-        position = await topic_position(topic.name)
-        self.subscriptions[topic.name] = position.seq
+            # Read after joining the group: a push that lands in between is at or
+            # below this seq, is history to the client, and is not relayed twice.
+            position = await topic_position(topic.name)
+            self.subscriptions[topic.name] = position
         await self.send(
             text_data=render_subscribed(topic.name, position.seq, position.epoch, recovered=False)
         )
@@ -220,11 +222,20 @@ class MultiplexConsumer(PushConsumer):
         await self.send(text_data=render_error(code, message, topic))
 
     async def push_message(self, event: dict[str, Any]) -> None:
-        topic = event["topic"]
-        floor = self.subscriptions.get(topic)
-        if floor is None or event["seq"] <= floor:
+        topic, seq = event["topic"], event["seq"]
+        position = self.subscriptions.get(topic)
+        if position is None:
             return
-        await self.send(text_data=render_message(topic, event["seq"], event["body"]))
+        if event["epoch"] != position.epoch:
+            # The topic's history was lost (Redis flushed or restarted empty) and its
+            # seq started again: the client's numbers mean nothing now. Resync.
+            logger.info("ws topic %s changed epoch; closing 4000 (%s)", topic, _client(self.scope))
+            await self.close(code=CloseCode.RESYNC)
+            return
+        if seq <= position.seq:
+            return
+        self.subscriptions[topic] = Position(seq, position.epoch)
+        await self.send(text_data=render_message(topic, seq, event["body"]))
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

@@ -30,9 +30,7 @@ async def greeting_and_clock(port: int, timeout: float) -> tuple[Any, Any]:
 
 
 @pytest.mark.slow
-def test_the_stack_serves_greeting_and_clock_within_15_s_and_stops_on_ctrl_c(
-    child_env, tmp_path
-):
+def test_the_stack_serves_greeting_and_clock_within_15_s_and_stops_on_ctrl_c(child_env, tmp_path):
     env = dict(child_env, EMBEDDED_REDIS_DIR=str(tmp_path / "redis"))
     env.pop("REDIS_URL")  # the launcher starts its own Redis
     port = free_port()

@@ -142,3 +142,30 @@ async def test_a_frame_over_daphnes_limit_drops_that_socket_only(daphne_server):
     seq = await apush("room.big", "fine")
     assert (await recv_json(bystander))["seq"] == seq
     await bystander.close()
+
+
+async def test_resubscribing_answers_where_the_socket_stands(daphne_server):
+    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    first = await subscribe(socket, "dashboard.mux-again")
+    seq = await apush("dashboard.mux-again", "one")
+    assert (await recv_json(socket))["seq"] == seq
+
+    again = await subscribe(socket, "dashboard.mux-again")
+    assert (again["seq"], again["epoch"]) == (seq, first["epoch"])
+    later = await apush("dashboard.mux-again", "two")
+    assert (await recv_json(socket))["seq"] == later  # delivered once, not skipped
+    await socket.close()
+
+
+async def test_a_lost_topic_history_makes_subscribers_resync_4000(daphne_server, redis_client):
+    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    await subscribe(socket, "dashboard.mux-flushed")
+    for n in range(3):
+        await apush("dashboard.mux-flushed", n)
+    for _ in range(3):
+        await recv_json(socket)
+
+    # Redis loses the topic (as a restart without persistence would); seq starts over.
+    redis_client.delete("push:{dashboard.mux-flushed}", "push:{dashboard.mux-flushed}:h")
+    assert await apush("dashboard.mux-flushed", "after the loss") == 1
+    assert await closed_with(socket) == 4000
