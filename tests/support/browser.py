@@ -24,9 +24,13 @@ def chromium_path() -> str | None:
     return os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[object]:
-    """One headless Chromium for the session."""
+    """A headless Chromium for one test.
+
+    Per test, not per session: Playwright's sync API runs an event loop in the
+    main thread while it is open, which async tests after it could not share.
+    """
     path = chromium_path()
     if path is None:
         pytest.skip("no chromium: 'apt-get install chromium' (.ci/run installs it)")
