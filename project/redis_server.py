@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -26,6 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STARTUP_TIMEOUT_S = 10.0
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec (Linux): have the kernel SIGTERM us when our parent dies.
+
+    Test fixtures use it so that a killed test run leaves no server behind.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class RedisServerError(RuntimeError):
@@ -72,6 +84,7 @@ class RedisServer:
     port: int
     host: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
+    tied_to_parent: bool = False
 
     @property
     def url(self) -> str:
@@ -82,9 +95,16 @@ class RedisServer:
         return self.directory / "redis.log"
 
     @classmethod
-    def start(cls, directory: Path, port: int | None = None) -> RedisServer:
-        """Start a server in ``directory`` on ``port`` (a free one if None)."""
-        server = cls(directory=Path(directory), port=port or free_port())
+    def start(
+        cls, directory: Path, port: int | None = None, *, tied_to_parent: bool = False
+    ) -> RedisServer:
+        """Start a server in ``directory`` on ``port`` (a free one if None).
+
+        ``tied_to_parent`` stops it if this process dies without stopping it.
+        """
+        server = cls(
+            directory=Path(directory), port=port or free_port(), tied_to_parent=tied_to_parent
+        )
         server.launch()
         return server
 
@@ -109,6 +129,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches our owner, not Redis
+            preexec_fn=die_with_parent if self.tied_to_parent else None,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not ping(self.host, self.port):

@@ -32,7 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 "Django settings were loaded before the test Redis started: "
                 "unset DJANGO_SETTINGS_MODULE and run 'make test'"
             )
-    server = RedisServer.start(Path(tempfile.mkdtemp(prefix="push-test-redis-")))
+    server = RedisServer.start(
+        Path(tempfile.mkdtemp(prefix="push-test-redis-")), tied_to_parent=True
+    )
     config.stash[REDIS_SERVER] = server
     os.environ["REDIS_URL"] = server.url
     os.environ.pop("CELERY_BROKER_URL", None)

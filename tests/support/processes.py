@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from project.redis_server import die_with_parent
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 # What a healthy server never logs: tracebacks and the redis-py 8 pool/timeout failures.
@@ -33,6 +35,7 @@ class ChildProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed test run leaves no server behind
         )
 
     @property
