@@ -2,8 +2,9 @@
 
     daphne -b 0.0.0.0 -p 8010 --proxy-headers project.asgi:application
 
-HTTP goes to Django; WebSockets pass an Origin check against ALLOWED_HOSTS and
-session authentication before the URL router picks a consumer.
+HTTP goes to Django; WebSockets pass the Origin check (scheme, host and port:
+``ws/origins.py``) and session authentication before the URL router picks a
+consumer, which then accepts a token where there is no session.
 """
 
 import os
@@ -16,15 +17,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from ws.origins import OriginValidator  # noqa: E402
 from ws.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

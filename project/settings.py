@@ -172,6 +172,11 @@ CHANNEL_LAYERS = {
 PUSH_MAX_FRAME_BYTES = env_int("PUSH_MAX_FRAME_BYTES", 64 * 1024)
 PUSH_MAX_BAD_FRAMES = env_int("PUSH_MAX_BAD_FRAMES", 10)
 PUSH_HISTORY_SIZE = env_int("PUSH_HISTORY_SIZE", 100)
+# Origins other than the socket's own that may open sockets (scheme://host[:port]).
+PUSH_ALLOWED_ORIGINS = env_list("PUSH_ALLOWED_ORIGINS", "")
+PUSH_TOKEN_MAX_AGE_S = env_int("PUSH_TOKEN_MAX_AGE_S", 300)
+# A socket with no Origin header must authenticate with a token within this time.
+PUSH_AUTH_TIMEOUT_S = float(os.environ.get("PUSH_AUTH_TIMEOUT_S", "5"))
 PUSH_CLOCK_INTERVAL_S = float(os.environ.get("PUSH_CLOCK_INTERVAL_S", "5"))
 PUSH_CLOCK_SEED_ROOM = os.environ.get("PUSH_CLOCK_SEED_ROOM", "clock")
 

@@ -6,3 +6,10 @@ class TasksConfig(AppConfig):
 
     name = "tasks"
     verbose_name = "Push tasks"
+
+    def ready(self) -> None:
+        from tasks.tasks import CLOCK_TOPIC
+        from ws import topics
+
+        # The server clock is no secret: every page may show it.
+        topics.declare(CLOCK_TOPIC, subscribe=topics.anyone)

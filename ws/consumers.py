@@ -7,10 +7,14 @@ error frame and the socket stays open, until a client has sent
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -25,6 +29,7 @@ from ws.protocol import (
     frame_too_large,
     parse_client_frame,
     parse_seed_frame,
+    render_authenticated,
     render_error,
     render_message,
     render_seed_error,
@@ -33,21 +38,66 @@ from ws.protocol import (
     render_unsubscribed,
 )
 from ws.push import apush, topic_position
+from ws.tokens import BadToken, user_for_token
 
 logger = logging.getLogger("ws")
 
 
-def _client(scope: dict[str, Any]) -> str:
-    user = scope.get("user")
+def _client(scope: dict[str, Any], user: Any = None) -> str:
+    user = user if user is not None else scope.get("user")
     who = f"user={user.pk}" if user is not None and user.is_authenticated else "user=anonymous"
     client = scope.get("client") or ("?", 0)
     return f"{who} client={client[0]}:{client[1]} path={scope.get('path')}"
 
 
+def _query_token(scope: dict[str, Any]) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return values[0] if values else None
+
+
 class PushConsumer(AsyncWebsocketConsumer):
-    """Base of our consumers: frame limits, bad-frame accounting, event dispatch."""
+    """Base of our consumers: who is on the socket, frame limits, event dispatch."""
 
     bad_frames = 0
+    user: Any = None
+    # True while a socket with no Origin header has not yet shown a token.
+    awaiting_token = False
+
+    async def authenticate(self) -> bool:
+        """Settle the socket's user after ``accept()``; False if it was closed (4001).
+
+        The session's user, unless a token comes in the query string. With no
+        Origin header (not a browser) a token is required.
+        """
+        self.user = self.scope["user"]
+        token = _query_token(self.scope)
+        if token is not None:
+            return await self.use_token(token)
+        if self.scope.get("push_origin") is None:
+            self.awaiting_token = True
+        return True
+
+    async def use_token(self, token: str) -> bool:
+        """Authenticate with a token; on refusal answer and close 4001. Never logs it."""
+        try:
+            user = await database_sync_to_async(user_for_token)(token)
+        except BadToken as error:
+            return await self.refuse_auth(f"token refused: {error.reason}")
+        if self.user is not None and self.user.is_authenticated and self.user.pk != user.pk:
+            return await self.refuse_auth("token is for another user than the session's")
+        self.user, self.awaiting_token = user, False
+        return True
+
+    async def refuse_auth(self, reason: str) -> bool:
+        logger.info(
+            "ws refused authentication code=4001 reason=%s (%s)", reason, self.scope_client()
+        )
+        await self.send_error(CloseCode.NOT_AUTHENTICATED, reason, None)
+        await self.close(code=CloseCode.NOT_AUTHENTICATED)
+        return False
+
+    def scope_client(self) -> str:
+        return _client(self.scope, self.user)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route an event; pushes skip Channels' per-message database hop.
@@ -91,7 +141,7 @@ class PushConsumer(AsyncWebsocketConsumer):
             await self.refuse(error)
         except Exception:
             # A bug of ours, not the client's: log it loudly, keep the socket.
-            logger.exception("ws failed to handle a frame (%s)", _client(self.scope))
+            logger.exception("ws failed to handle a frame (%s)", self.scope_client())
             await self.send_error(CloseCode.INTERNAL_ERROR, "internal error", None)
 
     async def handle_text(self, text: str) -> None:
@@ -103,14 +153,14 @@ class PushConsumer(AsyncWebsocketConsumer):
             "ws refused a frame code=%d reason=%s (%s)",
             error.code,
             error.message,
-            _client(self.scope),
+            self.scope_client(),
         )
         await self.send_error(error.code, error.message, error.topic)
         if error.code in (CloseCode.MALFORMED, CloseCode.TOO_LARGE):
             self.bad_frames += 1
             if self.bad_frames >= settings.PUSH_MAX_BAD_FRAMES:
                 logger.info(
-                    "ws closing after %d bad frames (%s)", self.bad_frames, _client(self.scope)
+                    "ws closing after %d bad frames (%s)", self.bad_frames, self.scope_client()
                 )
                 await self.close(code=CloseCode.MALFORMED)
 
@@ -137,9 +187,19 @@ class SeedRoomConsumer(PushConsumer):
             await self.send_error(CloseCode.MALFORMED, f"invalid room name: {error}", None)
             await self.close(code=CloseCode.MALFORMED)
             return
+        await self.accept()
+        if not await self.authenticate():
+            return
+        if self.awaiting_token:  # the seed route has no auth frame: ?token= it is
+            await self.refuse_auth("no Origin header: connect with ?token=")
+            return
+        allowed = await database_sync_to_async(topics.resolve(self.topic).may_subscribe)(self.user)
+        if not allowed:
+            await self.send_error(CloseCode.FORBIDDEN, "not allowed in this room", None)
+            await self.close(code=CloseCode.FORBIDDEN)
+            return
         self.group = topics.group_name(self.topic)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
         await self.send(text_data=SEED_GREETING)
 
     async def disconnect(self, code: int) -> None:
@@ -168,9 +228,21 @@ class MultiplexConsumer(PushConsumer):
         # topic -> where this socket stands in it: the last seq it was given (at
         # subscribe, or since), in which epoch. Older pushes are history to it.
         self.subscriptions: dict[str, Position] = {}
+        self.auth_deadline: asyncio.Task[None] | None = None
         await self.accept()
+        if await self.authenticate() and self.awaiting_token:
+            self.auth_deadline = asyncio.create_task(self.close_if_no_token())
+
+    async def close_if_no_token(self) -> None:
+        await asyncio.sleep(settings.PUSH_AUTH_TIMEOUT_S)
+        if self.awaiting_token:
+            await self.refuse_auth("no token within the time allowed")
 
     async def disconnect(self, code: int) -> None:
+        if self.auth_deadline is not None:
+            self.auth_deadline.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.auth_deadline
         for topic in list(self.subscriptions):
             await self.channel_layer.group_discard(topics.group_name(topic), self.channel_name)
         self.subscriptions.clear()
@@ -179,6 +251,13 @@ class MultiplexConsumer(PushConsumer):
         frame: ClientFrame = parse_client_frame(text)
         if frame["op"] == "ping":
             await self.send(text_data=PONG)
+            return
+        if frame["op"] == "auth":
+            if await self.use_token(frame["token"]):
+                await self.send(text_data=render_authenticated(self.user.pk))
+            return
+        if self.awaiting_token:
+            await self.refuse_auth('no Origin header: send {"op": "auth", "token": ...} first')
             return
         topic = self._resolve(frame["topic"])
         if frame["op"] == "subscribe":
@@ -195,7 +274,7 @@ class MultiplexConsumer(PushConsumer):
             raise ProtocolError(CloseCode.MALFORMED, str(error), name[:100]) from None
 
     async def subscribe(self, topic: topics.Topic) -> None:
-        if not topic.may_subscribe(self.scope["user"]):
+        if not await database_sync_to_async(topic.may_subscribe)(self.user):
             raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to subscribe", topic.name)
         position = self.subscriptions.get(topic.name)
         if position is None:
@@ -214,7 +293,7 @@ class MultiplexConsumer(PushConsumer):
         await self.send(text_data=render_unsubscribed(topic.name))
 
     async def publish(self, topic: topics.Topic, data: Any) -> None:
-        if not topic.may_publish(self.scope["user"]):
+        if not await database_sync_to_async(topic.may_publish)(self.user):
             raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to publish", topic.name)
         await apush(topic.name, data)
 
@@ -229,7 +308,7 @@ class MultiplexConsumer(PushConsumer):
         if event["epoch"] != position.epoch:
             # The topic's history was lost (Redis flushed or restarted empty) and its
             # seq started again: the client's numbers mean nothing now. Resync.
-            logger.info("ws topic %s changed epoch; closing 4000 (%s)", topic, _client(self.scope))
+            logger.info("ws topic %s changed epoch; closing 4000 (%s)", topic, self.scope_client())
             await self.close(code=CloseCode.RESYNC)
             return
         if seq <= position.seq:

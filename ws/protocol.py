@@ -74,9 +74,14 @@ class PingFrame(TypedDict):
     op: Literal["ping"]
 
 
-ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame
+class AuthFrame(TypedDict):
+    op: Literal["auth"]
+    token: str
 
-CLIENT_OPS = ("subscribe", "unsubscribe", "publish", "ping")
+
+ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame | AuthFrame
+
+CLIENT_OPS = ("subscribe", "unsubscribe", "publish", "ping", "auth")
 
 
 def _reject_constant(name: str) -> None:
@@ -113,6 +118,11 @@ def parse_client_frame(text: str) -> ClientFrame:
         raise ProtocolError(CloseCode.MALFORMED, "frame needs a string 'op'")
     if op == "ping":
         return PingFrame(op="ping")
+    if op == "auth":
+        token = frame.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError(CloseCode.MALFORMED, "auth needs a string 'token'")
+        return AuthFrame(op="auth", token=token)
     if op == "subscribe":
         subscribe = SubscribeFrame(op="subscribe", topic=_topic_field(frame, op))
         if "since" in frame and frame["since"] is not None:
@@ -199,6 +209,10 @@ def render_unsubscribed(topic: str) -> str:
 
 
 PONG = json.dumps({"op": "pong"})
+
+
+def render_authenticated(user_id: object) -> str:
+    return json.dumps({"op": "authenticated", "user": user_id})
 
 
 def render_error(code: CloseCode, message: str, topic: str | None = None) -> str:

@@ -2,8 +2,19 @@
 
 A topic is ``<kind>`` or ``<kind>.<param>`` (``dashboard.sales``, ``user.7``,
 ``broadcast``). Every pattern declares who may subscribe and who may publish as
-plain callables of the user and the parameter. This is the only module that
-builds group names: nobody else formats ``"chat_%s"``.
+plain callables of the user and the parameter, Django permissions being the
+usual answer; one topic can override its pattern with ``declare()`` (a public
+dashboard, say). Rules may query the database: call them from sync code (the
+consumers do, through ``database_sync_to_async``). This is the only module
+that builds group names: nobody else formats ``"chat_%s"``.
+
+| pattern | subscribe | publish from a socket |
+|---|---|---|
+| ``dashboard.<name>`` | ``ws.view_dashboard`` (or as declared) | nobody |
+| ``broadcast`` | anyone | ``ws.publish_broadcast`` |
+| ``user.<id>`` | that user | nobody |
+| ``room.<room>`` (seed rooms) | anyone | nobody |
+| ``chat.<room>``, ``call.<id>`` | signed-in users | nobody |
 """
 
 from __future__ import annotations
@@ -16,7 +27,9 @@ from typing import Any
 __all__ = [
     "Topic",
     "UnknownTopic",
+    "declare",
     "group_name",
+    "has_perm",
     "resolve",
     "seed_room_topic",
 ]
@@ -42,11 +55,21 @@ def nobody(user: Any, param: str | None) -> bool:
 
 
 def signed_in(user: Any, param: str | None) -> bool:
-    return bool(user.is_authenticated)
+    return bool(user.is_authenticated and user.is_active)
 
 
 def same_user(user: Any, param: str | None) -> bool:
-    return bool(user.is_authenticated) and str(user.pk) == param
+    return signed_in(user, param) and str(user.pk) == param
+
+
+def has_perm(permission: str) -> Rule:
+    """A rule: active users holding ``permission`` (superusers hold them all)."""
+
+    def rule(user: Any, param: str | None) -> bool:
+        return signed_in(user, param) and bool(user.has_perm(permission))
+
+    rule.__name__ = f"has_perm({permission!r})"
+    return rule
 
 
 @dataclass(frozen=True)
@@ -69,23 +92,40 @@ class Topic:
     param: str | None
 
     def may_subscribe(self, user: Any) -> bool:
-        return self.pattern.may_subscribe(user, self.param)
+        rule = _DECLARED.get(self.name, {}).get("subscribe", self.pattern.may_subscribe)
+        return rule(user, self.param)
 
     def may_publish(self, user: Any) -> bool:
-        return self.pattern.may_publish(user, self.param)
+        rule = _DECLARED.get(self.name, {}).get("publish", self.pattern.may_publish)
+        return rule(user, self.param)
 
 
 REGISTRY: dict[str, TopicPattern] = {
     pattern.kind: pattern
     for pattern in (
-        TopicPattern("dashboard", True, anyone, nobody, "a live dashboard"),
-        TopicPattern("broadcast", False, anyone, nobody, "messages to everyone"),
+        TopicPattern("dashboard", True, has_perm("ws.view_dashboard"), nobody, "a dashboard"),
+        TopicPattern(
+            "broadcast", False, anyone, has_perm("ws.publish_broadcast"), "messages to everyone"
+        ),
         TopicPattern("user", True, same_user, nobody, "one user's private messages"),
         TopicPattern(SEED_ROOM_KIND, True, anyone, nobody, "a seed heartbeat room"),
         TopicPattern("chat", True, signed_in, nobody, "a chat room"),
         TopicPattern("call", True, signed_in, nobody, "a call's signalling"),
     )
 }
+
+
+_DECLARED: dict[str, dict[str, Rule]] = {}
+
+
+def declare(topic: str, *, subscribe: Rule | None = None, publish: Rule | None = None) -> None:
+    """Give one topic its own rules instead of its pattern's (call from ``AppConfig.ready``)."""
+    name = resolve(topic).name
+    rules = _DECLARED.setdefault(name, {})
+    if subscribe is not None:
+        rules["subscribe"] = subscribe
+    if publish is not None:
+        rules["publish"] = publish
 
 
 def resolve(name: object) -> Topic:

@@ -15,7 +15,7 @@ from ws import apush
 
 async def test_subscribe_ping_push_unsubscribe(daphne_server):
     socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
-    subscribed = await subscribe(socket, "dashboard.mux-basic")
+    subscribed = await subscribe(socket, "room.mux-basic")
     assert subscribed["op"] == "subscribed"
     assert subscribed["recovered"] is False
     assert isinstance(subscribed["epoch"], str)
@@ -24,21 +24,21 @@ async def test_subscribe_ping_push_unsubscribe(daphne_server):
     await socket.send(json.dumps({"op": "ping"}))
     assert await recv_json(socket) == {"op": "pong"}
 
-    seq = await apush("dashboard.mux-basic", {"n": 1}, msg="update", code=201)
+    seq = await apush("room.mux-basic", {"n": 1}, msg="update", code=201)
     assert seq == subscribed["seq"] + 1
     assert await recv_json(socket) == {
         "op": "message",
-        "topic": "dashboard.mux-basic",
+        "topic": "room.mux-basic",
         "seq": seq,
         "msg": "update",
         "code": 201,
         "data": {"n": 1},
     }
 
-    await socket.send(json.dumps({"op": "unsubscribe", "topic": "dashboard.mux-basic"}))
-    assert await recv_json(socket) == {"op": "unsubscribed", "topic": "dashboard.mux-basic"}
+    await socket.send(json.dumps({"op": "unsubscribe", "topic": "room.mux-basic"}))
+    assert await recv_json(socket) == {"op": "unsubscribed", "topic": "room.mux-basic"}
     # After unsubscribing, the next frame is the pong, not the push made before it.
-    await apush("dashboard.mux-basic", {"n": 2})
+    await apush("room.mux-basic", {"n": 2})
     await socket.send(json.dumps({"op": "ping"}))
     assert await recv_json(socket) == {"op": "pong"}
     await socket.close()
@@ -146,26 +146,26 @@ async def test_a_frame_over_daphnes_limit_drops_that_socket_only(daphne_server):
 
 async def test_resubscribing_answers_where_the_socket_stands(daphne_server):
     socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
-    first = await subscribe(socket, "dashboard.mux-again")
-    seq = await apush("dashboard.mux-again", "one")
+    first = await subscribe(socket, "room.mux-again")
+    seq = await apush("room.mux-again", "one")
     assert (await recv_json(socket))["seq"] == seq
 
-    again = await subscribe(socket, "dashboard.mux-again")
+    again = await subscribe(socket, "room.mux-again")
     assert (again["seq"], again["epoch"]) == (seq, first["epoch"])
-    later = await apush("dashboard.mux-again", "two")
+    later = await apush("room.mux-again", "two")
     assert (await recv_json(socket))["seq"] == later  # delivered once, not skipped
     await socket.close()
 
 
 async def test_a_lost_topic_history_makes_subscribers_resync_4000(daphne_server, redis_client):
     socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
-    await subscribe(socket, "dashboard.mux-flushed")
+    await subscribe(socket, "room.mux-flushed")
     for n in range(3):
-        await apush("dashboard.mux-flushed", n)
+        await apush("room.mux-flushed", n)
     for _ in range(3):
         await recv_json(socket)
 
     # Redis loses the topic (as a restart without persistence would); seq starts over.
-    redis_client.delete("push:{dashboard.mux-flushed}", "push:{dashboard.mux-flushed}:h")
-    assert await apush("dashboard.mux-flushed", "after the loss") == 1
+    redis_client.delete("push:{room.mux-flushed}", "push:{room.mux-flushed}:h")
+    assert await apush("room.mux-flushed", "after the loss") == 1
     assert await closed_with(socket) == 4000
