@@ -32,6 +32,7 @@ from ws.protocol import (
     render_authenticated,
     render_error,
     render_message,
+    render_published,
     render_seed_error,
     render_seed_message,
     render_subscribed,
@@ -295,7 +296,8 @@ class MultiplexConsumer(PushConsumer):
     async def publish(self, topic: topics.Topic, data: Any) -> None:
         if not await database_sync_to_async(topic.may_publish)(self.user):
             raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to publish", topic.name)
-        await apush(topic.name, data)
+        seq = await apush(topic.name, data)
+        await self.send(text_data=render_published(topic.name, seq))
 
     async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
         await self.send(text_data=render_error(code, message, topic))

@@ -204,6 +204,10 @@ def render_subscribed(topic: str, seq: int, epoch: str, *, recovered: bool) -> s
     )
 
 
+def render_published(topic: str, seq: int) -> str:
+    return json.dumps({"op": "published", "topic": topic, "seq": seq})
+
+
 def render_unsubscribed(topic: str) -> str:
     return json.dumps({"op": "unsubscribed", "topic": topic})
 
