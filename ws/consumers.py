@@ -151,9 +151,10 @@ class PushConsumer(AsyncWebsocketConsumer):
     async def refuse(self, error: ProtocolError) -> None:
         """Answer a refused frame, and close a client that keeps sending bad ones."""
         logger.info(
-            "ws refused a frame code=%d reason=%s (%s)",
+            "ws refused a frame code=%d reason=%s topic=%s (%s)",
             error.code,
             error.message,
+            error.topic,
             self.scope_client(),
         )
         await self.send_error(error.code, error.message, error.topic)
