@@ -30,6 +30,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgpack
 from channels_redis.utils import _consistent_hash, create_pool, decode_hosts
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -97,6 +98,7 @@ class _Shard:
     client: Redis
     publish: AsyncScript
     position: AsyncScript
+    scripts: dict[str, AsyncScript] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,6 +218,20 @@ class Publisher:
         shard, _ = self._route(group)
         seq, epoch = await shard.position(keys=_meta_keys(topic), args=[_new_epoch()])
         return Position(int(seq), _text(epoch))
+
+    async def run_script(self, lua: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script on the shard that holds ``keys[0]``."""
+        state = self._connected()
+        shard = state.shards[_consistent_hash(keys[0], len(state.shards))]
+        script = shard.scripts.get(lua)
+        if script is None:
+            script = shard.scripts[lua] = shard.client.register_script(lua)
+        return await script(keys=keys, args=args)
+
+    async def send_event(self, group: str, event: dict[str, Any]) -> None:
+        """Send an unnumbered event (not a message) to a group's members, as the layer would."""
+        shard, channel = self._route(group)
+        await shard.client.publish(channel, msgpack.packb(event))
 
     def _shutdown(self, state: _LoopState) -> None:
         if state.pid != os.getpid() or not state.thread.is_alive():

@@ -20,6 +20,7 @@ from django.conf import settings
 
 from ws import topics
 from ws._publisher import PUSH_EVENT_TYPE, Position
+from ws.limits import CONNECTION_TTL_S, FrameRate, claim_connection, release_connection
 from ws.protocol import (
     PONG,
     SEED_GREETING,
@@ -63,6 +64,50 @@ class PushConsumer(AsyncWebsocketConsumer):
     user: Any = None
     # True while a socket with no Origin header has not yet shown a token.
     awaiting_token = False
+    rate: FrameRate | None = None
+    # The user this socket counts against (PUSH_MAX_CONNECTIONS_PER_USER), and the
+    # task that keeps that claim alive in Redis.
+    seat_user: Any = None
+    seat_refresh: asyncio.Task[None] | None = None
+
+    async def claim_seat(self) -> bool:
+        """Count this socket against its user's limit; answer and close 4429 if over."""
+        if not self.user.is_authenticated or self.seat_user == self.user.pk:
+            return True
+        await self.release_seat()
+        if not await claim_connection(self.user.pk, self.channel_name):
+            limit = settings.PUSH_MAX_CONNECTIONS_PER_USER
+            logger.info(
+                "ws refused a connection code=4429 reason=over %d sockets (%s)",
+                limit,
+                self.scope_client(),
+            )
+            await self.send_error(
+                CloseCode.RATE_LIMITED, f"too many open sockets for this user (max {limit})", None
+            )
+            await self.close(code=CloseCode.RATE_LIMITED)
+            return False
+        self.seat_user = self.user.pk
+        self.seat_refresh = asyncio.create_task(self.keep_seat(self.user.pk))
+        return True
+
+    async def keep_seat(self, user_id: Any) -> None:
+        while True:
+            await asyncio.sleep(CONNECTION_TTL_S / 3)
+            await claim_connection(user_id, self.channel_name)
+
+    async def release_seat(self) -> None:
+        if self.seat_refresh is not None:
+            self.seat_refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.seat_refresh
+            self.seat_refresh = None
+        if self.seat_user is not None:
+            await release_connection(self.seat_user, self.channel_name)
+            self.seat_user = None
+
+    async def disconnect(self, code: int) -> None:
+        await self.release_seat()
 
     async def authenticate(self) -> bool:
         """Settle the socket's user after ``accept()``; False if it was closed (4001).
@@ -131,6 +176,11 @@ class PushConsumer(AsyncWebsocketConsumer):
         await super().close(code=code, reason=reason)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.rate is None:
+            self.rate = FrameRate.from_settings()
+        if not self.rate.allow():
+            await self.refuse_flood()
+            return
         try:
             if text_data is None:
                 raise ProtocolError(CloseCode.MALFORMED, "binary frames are not supported")
@@ -147,6 +197,21 @@ class PushConsumer(AsyncWebsocketConsumer):
 
     async def handle_text(self, text: str) -> None:
         raise NotImplementedError
+
+    async def refuse_flood(self) -> None:
+        """Answer a frame over the rate; close a socket that keeps flooding."""
+        assert self.rate is not None
+        if self.rate.refused == 1:
+            logger.info("ws rate-limiting code=4429 (%s)", self.scope_client())
+        if self.rate.refused >= settings.PUSH_RATE_MAX_REFUSED:
+            logger.info("ws closing a flooding socket code=4429 (%s)", self.scope_client())
+            await self.close(code=CloseCode.RATE_LIMITED)
+            return
+        await self.send_error(
+            CloseCode.RATE_LIMITED,
+            f"rate limited: over {settings.PUSH_RATE_PER_S:g} frames/s",
+            None,
+        )
 
     async def refuse(self, error: ProtocolError) -> None:
         """Answer a refused frame, and close a client that keeps sending bad ones."""
@@ -195,6 +260,8 @@ class SeedRoomConsumer(PushConsumer):
         if self.awaiting_token:  # the seed route has no auth frame: ?token= it is
             await self.refuse_auth("no Origin header: connect with ?token=")
             return
+        if not await self.claim_seat():
+            return
         allowed = await database_sync_to_async(topics.resolve(self.topic).may_subscribe)(self.user)
         if not allowed:
             await self.send_error(CloseCode.FORBIDDEN, "not allowed in this room", None)
@@ -207,6 +274,7 @@ class SeedRoomConsumer(PushConsumer):
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        await super().disconnect(code)
 
     async def handle_text(self, text: str) -> None:
         parse_seed_frame(text)
@@ -232,8 +300,11 @@ class MultiplexConsumer(PushConsumer):
         self.subscriptions: dict[str, Position] = {}
         self.auth_deadline: asyncio.Task[None] | None = None
         await self.accept()
-        if await self.authenticate() and self.awaiting_token:
+        if not await self.authenticate():
+            return
+        if self.awaiting_token:
             self.auth_deadline = asyncio.create_task(self.close_if_no_token())
+        await self.claim_seat()
 
     async def close_if_no_token(self) -> None:
         await asyncio.sleep(settings.PUSH_AUTH_TIMEOUT_S)
@@ -248,6 +319,7 @@ class MultiplexConsumer(PushConsumer):
         for topic in list(self.subscriptions):
             await self.channel_layer.group_discard(topics.group_name(topic), self.channel_name)
         self.subscriptions.clear()
+        await super().disconnect(code)
 
     async def handle_text(self, text: str) -> None:
         frame: ClientFrame = parse_client_frame(text)
@@ -255,7 +327,7 @@ class MultiplexConsumer(PushConsumer):
             await self.send(text_data=PONG)
             return
         if frame["op"] == "auth":
-            if await self.use_token(frame["token"]):
+            if await self.use_token(frame["token"]) and await self.claim_seat():
                 await self.send(text_data=render_authenticated(self.user.pk))
             return
         if self.awaiting_token:
@@ -279,6 +351,12 @@ class MultiplexConsumer(PushConsumer):
         if not await database_sync_to_async(topic.may_subscribe)(self.user):
             raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to subscribe", topic.name)
         position = self.subscriptions.get(topic.name)
+        if position is None and len(self.subscriptions) >= settings.PUSH_MAX_SUBSCRIPTIONS:
+            raise ProtocolError(
+                CloseCode.RATE_LIMITED,
+                f"too many subscriptions (max {settings.PUSH_MAX_SUBSCRIPTIONS})",
+                topic.name,
+            )
         if position is None:
             await self.channel_layer.group_add(topics.group_name(topic.name), self.channel_name)
             # Read after joining the group: a push that lands in between is at or

@@ -50,3 +50,16 @@ async def closed_with(socket: ClientConnection, timeout: float = FRAME_TIMEOUT_S
                 pass
     received = socket.protocol.close_rcvd
     return received.code if received is not None else None
+
+
+async def frames_until_closed(
+    socket: ClientConnection, timeout: float = FRAME_TIMEOUT_S
+) -> tuple[list[Any], int | None]:
+    """Every frame until the server closes, and the close code (None if dropped)."""
+    frames: list[Any] = []
+    async with asyncio.timeout(timeout):
+        with contextlib.suppress(ConnectionClosed):
+            async for text in socket:
+                frames.append(json.loads(text))
+    received = socket.protocol.close_rcvd
+    return frames, received.code if received is not None else None
