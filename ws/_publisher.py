@@ -180,7 +180,9 @@ class Publisher:
         if not state.shards:
             hosts, state.prefix = _layer_config()
             for host in hosts:
-                client = Redis(connection_pool=create_pool({**host, "client_name": "push"}))
+                # Named by process, so CLIENT LIST shows who holds which connection.
+                name = f"push-{os.getpid()}"
+                client = Redis(connection_pool=create_pool({**host, "client_name": name}))
                 state.shards.append(
                     _Shard(
                         client=client,
