@@ -6,3 +6,8 @@ class WsConfig(AppConfig):
 
     name = "ws"
     verbose_name = "WebSocket push"
+
+    def ready(self) -> None:
+        from ws import signals
+
+        signals.connect()

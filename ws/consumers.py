@@ -17,9 +17,11 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 
 from ws import topics
 from ws._publisher import PUSH_EVENT_TYPE, Position
+from ws.access import current_user
 from ws.limits import CONNECTION_TTL_S, FrameRate, claim_connection, release_connection
 from ws.protocol import (
     PONG,
@@ -62,6 +64,8 @@ class PushConsumer(AsyncWebsocketConsumer):
 
     bad_frames = 0
     user: Any = None
+    # The session this socket was signed in by (None when by token): its logout revokes.
+    session_key: str | None = None
     # True while a socket with no Origin header has not yet shown a token.
     awaiting_token = False
     rate: FrameRate | None = None
@@ -89,6 +93,7 @@ class PushConsumer(AsyncWebsocketConsumer):
             return False
         self.seat_user = self.user.pk
         self.seat_refresh = asyncio.create_task(self.keep_seat(self.user.pk))
+        await self.channel_layer.group_add(topics.access_group(self.user.pk), self.channel_name)
         return True
 
     async def keep_seat(self, user_id: Any) -> None:
@@ -103,11 +108,36 @@ class PushConsumer(AsyncWebsocketConsumer):
                 await self.seat_refresh
             self.seat_refresh = None
         if self.seat_user is not None:
+            await self.channel_layer.group_discard(
+                topics.access_group(self.seat_user), self.channel_name
+            )
             await release_connection(self.seat_user, self.channel_name)
             self.seat_user = None
 
     async def disconnect(self, code: int) -> None:
         await self.release_seat()
+
+    async def push_access(self, event: dict[str, Any]) -> None:
+        """The user's access changed somewhere: reload them and re-check what we hold."""
+        if event.get("user") != self.seat_user:
+            return  # about a user this socket no longer speaks for
+        ended_session = event.get("session")
+        if ended_session is not None:
+            if ended_session != self.session_key:
+                return  # another session logged out; this socket does not depend on it
+            user = AnonymousUser()
+        else:
+            user = await database_sync_to_async(current_user)(self.seat_user)
+        reason = str(event.get("reason", "access changed"))
+        logger.info("ws access changed reason=%s (%s)", reason, self.scope_client())
+        self.user = user
+        if not user.is_authenticated:
+            await self.release_seat()
+        await self.recheck(reason)
+
+    async def recheck(self, reason: str) -> None:
+        """Drop whatever ``self.user`` may no longer hold."""
+        raise NotImplementedError
 
     async def authenticate(self) -> bool:
         """Settle the socket's user after ``accept()``; False if it was closed (4001).
@@ -116,6 +146,8 @@ class PushConsumer(AsyncWebsocketConsumer):
         Origin header (not a browser) a token is required.
         """
         self.user = self.scope["user"]
+        session = self.scope.get("session")
+        self.session_key = session.session_key if session is not None else None
         token = _query_token(self.scope)
         if token is not None:
             return await self.use_token(token)
@@ -131,7 +163,7 @@ class PushConsumer(AsyncWebsocketConsumer):
             return await self.refuse_auth(f"token refused: {error.reason}")
         if self.user is not None and self.user.is_authenticated and self.user.pk != user.pk:
             return await self.refuse_auth("token is for another user than the session's")
-        self.user, self.awaiting_token = user, False
+        self.user, self.awaiting_token, self.session_key = user, False, None
         return True
 
     async def refuse_auth(self, reason: str) -> bool:
@@ -276,6 +308,12 @@ class SeedRoomConsumer(PushConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         await super().disconnect(code)
 
+    async def recheck(self, reason: str) -> None:
+        allowed = await database_sync_to_async(topics.resolve(self.topic).may_subscribe)(self.user)
+        if not allowed:
+            await self.send_error(CloseCode.FORBIDDEN, f"access revoked: {reason}", None)
+            await self.close(code=CloseCode.FORBIDDEN)
+
     async def handle_text(self, text: str) -> None:
         parse_seed_frame(text)
         raise ProtocolError(CloseCode.FORBIDDEN, "this room does not accept client messages")
@@ -366,6 +404,18 @@ class MultiplexConsumer(PushConsumer):
         await self.send(
             text_data=render_subscribed(topic.name, position.seq, position.epoch, recovered=False)
         )
+
+    async def recheck(self, reason: str) -> None:
+        def still_allowed(user: Any, names: list[str]) -> set[str]:
+            return {name for name in names if topics.resolve(name).may_subscribe(user)}
+
+        held = list(self.subscriptions)
+        allowed = await database_sync_to_async(still_allowed)(self.user, held)
+        for name in held:
+            if name not in allowed:
+                self.subscriptions.pop(name, None)
+                await self.channel_layer.group_discard(topics.group_name(name), self.channel_name)
+                await self.send_error(CloseCode.FORBIDDEN, f"subscription revoked: {reason}", name)
 
     async def unsubscribe(self, topic: topics.Topic) -> None:
         if self.subscriptions.pop(topic.name, None) is not None:

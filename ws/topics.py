@@ -27,6 +27,7 @@ from typing import Any
 __all__ = [
     "Topic",
     "UnknownTopic",
+    "access_group",
     "declare",
     "group_name",
     "has_perm",
@@ -150,6 +151,11 @@ def resolve(name: object) -> Topic:
 def seed_room_topic(room: str) -> str:
     """The topic behind the seed route ``heartbeat/<room>/``."""
     return resolve(f"{SEED_ROOM_KIND}.{room}").name
+
+
+def access_group(user_id: object) -> str:
+    """The group through which a user's sockets hear that their access changed."""
+    return f"ws.access.{user_id}"
 
 
 def group_name(topic: str) -> str:
