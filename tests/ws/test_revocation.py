@@ -54,6 +54,7 @@ async def assert_only_receives(socket: Any, kept: str, dropped: str) -> None:
 
 async def test_losing_a_permission_drops_that_subscription(daphne_server, dave, dave_browser):
     socket = await socket_as(daphne_server, dave_browser, "dashboard.rv-perm", "room.rv-perm")
+
     def revoke() -> None:
         dave.user_permissions.remove(Permission.objects.get(codename="view_dashboard"))
 
