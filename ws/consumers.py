@@ -51,7 +51,8 @@ def _client(scope: dict[str, Any], user: Any = None) -> str:
     user = user if user is not None else scope.get("user")
     who = f"user={user.pk}" if user is not None and user.is_authenticated else "user=anonymous"
     client = scope.get("client") or ("?", 0)
-    return f"{who} client={client[0]}:{client[1]} path={scope.get('path')}"
+    origin = (scope.get("push_origin") or "none")[:100]
+    return f"{who} origin={origin!r} client={client[0]}:{client[1]} path={scope.get('path')}"
 
 
 def _query_token(scope: dict[str, Any]) -> str | None:

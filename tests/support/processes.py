@@ -95,11 +95,18 @@ def http_ok(url: str) -> bool:
 class DaphneServer(ChildProcess):
     """daphne, started with the seed's flags on a free port of 127.0.0.1."""
 
-    def __init__(self, env: Mapping[str, str], log_dir: Path, port: int, name: str = "daphne"):
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        port: int,
+        name: str = "daphne",
+        extra_args: Sequence[str] = (),
+    ):
         self.port = port
         argv = [
             sys.executable, "-m", "daphne",
-            "-b", "127.0.0.1", "-p", str(port), "--proxy-headers",
+            "-b", "127.0.0.1", "-p", str(port), "--proxy-headers", *extra_args,
             "project.asgi:application",
         ]  # fmt: skip
         super().__init__(name, argv, env, log_dir)
