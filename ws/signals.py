@@ -33,35 +33,38 @@ def _users_of_groups(group_ids: Any) -> list[int]:
     )
 
 
+def _owners_changed(
+    instance: Any, action: str, reverse: bool, pk_set: Any, reverse_accessor: str
+) -> list[Any]:
+    """Ids on the owning side (users, or groups) of a many-to-many change; [] if none.
+
+    Works from either side: ``user.groups.add(g)`` or ``g.user_set.add(user)``.
+    A clear is caught before it happens, while its rows can still be read.
+    """
+    if action not in ("post_add", "post_remove", "pre_clear"):
+        return []
+    if not reverse:
+        return [instance.pk]
+    if action == "pre_clear":
+        return list(getattr(instance, reverse_accessor).values_list("pk", flat=True))
+    return list(pk_set or ())
+
+
 def on_user_m2m_changed(
     sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any
 ) -> None:
-    """A user's permissions or groups changed (from either side of the relation)."""
-    if action not in ("post_add", "post_remove", "pre_clear"):
-        return
-    if not reverse:
-        announce_access_change([instance.pk], "permissions changed")
-    elif action == "pre_clear":
-        announce_access_change(
-            instance.user_set.values_list("pk", flat=True), "permissions changed"
-        )
-    else:
-        announce_access_change(pk_set or (), "permissions changed")
+    """A user's permissions or groups changed."""
+    users = _owners_changed(instance, action, reverse, pk_set, "user_set")
+    announce_access_change(users, "permissions changed")
 
 
 def on_group_permissions_changed(
     sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any
 ) -> None:
     """A group's permissions changed: every member is affected."""
-    if action not in ("post_add", "post_remove", "pre_clear"):
-        return
-    if not reverse:
-        announce_access_change(_users_of_groups([instance.pk]), "group permissions changed")
-    elif action == "pre_clear":
-        group_ids = instance.group_set.values_list("pk", flat=True)
-        announce_access_change(_users_of_groups(group_ids), "group permissions changed")
-    else:
-        announce_access_change(_users_of_groups(pk_set or ()), "group permissions changed")
+    groups = _owners_changed(instance, action, reverse, pk_set, "group_set")
+    if groups:
+        announce_access_change(_users_of_groups(groups), "group permissions changed")
 
 
 def connect() -> None:

@@ -67,17 +67,30 @@ async def test_losing_a_permission_drops_that_subscription(daphne_server, dave, 
     await socket.close()
 
 
-async def test_losing_a_groups_permission_drops_it_for_the_members(daphne_server):
-    def setup() -> tuple[Any, Client, Group]:
-        group = Group.objects.create(name="analysts")
-        group.permissions.add(Permission.objects.get(codename="view_dashboard"))
-        erin = make_user("erin")
-        erin.groups.add(group)
-        browser = Client()
-        browser.force_login(erin)
-        return erin, browser, group
+def analyst() -> tuple[Any, Client, Group]:
+    """Erin, who may see dashboards through her group only, signed in."""
+    group = Group.objects.create(name="analysts")
+    group.permissions.add(Permission.objects.get(codename="view_dashboard"))
+    erin = make_user("erin")
+    erin.groups.add(group)
+    browser = Client()
+    browser.force_login(erin)
+    return erin, browser, group
 
-    _, browser, group = await in_thread(setup)
+
+async def test_leaving_the_group_that_granted_it_drops_it(daphne_server):
+    erin, browser, group = await in_thread(analyst)
+    socket = await socket_as(daphne_server, browser, "dashboard.rv-member", "room.rv-member")
+    await in_thread(group.user_set.remove, erin)  # the reverse side of user.groups
+
+    error = await revoked(socket)
+    assert (error["code"], error["topic"]) == (4003, "dashboard.rv-member")
+    await assert_only_receives(socket, kept="room.rv-member", dropped="dashboard.rv-member")
+    await socket.close()
+
+
+async def test_losing_a_groups_permission_drops_it_for_the_members(daphne_server):
+    _, browser, group = await in_thread(analyst)
     socket = await socket_as(daphne_server, browser, "dashboard.rv-group", "room.rv-group")
     await in_thread(group.permissions.clear)
 
