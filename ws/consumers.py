@@ -46,6 +46,12 @@ from ws.tokens import BadToken, user_for_token
 
 logger = logging.getLogger("ws")
 
+try:  # what daphne (through autobahn) raises on a send to a socket that is closing
+    from autobahn.exception import Disconnected as _Disconnected
+except ImportError:  # pragma: no cover - another ASGI server
+    _Disconnected = OSError
+SOCKET_GONE = (_Disconnected, OSError)
+
 
 def _client(scope: dict[str, Any], user: Any = None) -> str:
     user = user if user is not None else scope.get("user")
@@ -64,6 +70,9 @@ class PushConsumer(AsyncWebsocketConsumer):
     """Base of our consumers: who is on the socket, frame limits, event dispatch."""
 
     bad_frames = 0
+    # Set once the socket is closing (by us or the client): frames still queued
+    # are not served and nothing more is sent.
+    closing = False
     user: Any = None
     # The session this socket was signed in by (None when by token): its logout revokes.
     session_key: str | None = None
@@ -203,12 +212,30 @@ class PushConsumer(AsyncWebsocketConsumer):
         raise NotImplementedError
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        if self.closing:
+            return
         # daphne's autobahn accepts only a plain int (``type(code) == int``), not an IntEnum.
         if isinstance(code, int) and not isinstance(code, bool):
             code = int(code)
-        await super().close(code=code, reason=reason)
+        self.closing = True
+        with contextlib.suppress(*SOCKET_GONE):  # the client is closing it already
+            await super().close(code=code, reason=reason)
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Send a frame, unless the socket is closing: a push racing a close is dropped."""
+        if self.closing:
+            return
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except SOCKET_GONE:
+            # The close handshake has begun; daphne's disconnect event follows.
+            self.closing = True
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
         if self.rate is None:
             self.rate = FrameRate.from_settings()
         if not self.rate.allow():

@@ -12,10 +12,29 @@ from websockets.exceptions import ConnectionClosed
 
 FRAME_TIMEOUT_S = 10.0
 
+# Sockets opened by the running test, closed after it even when it fails
+# (see the ``close_test_sockets`` fixture), so no test leaks into the next.
+OPENED: list[ClientConnection] = []
 
-async def open_socket(url: str, origin: str, **kwargs: Any) -> ClientConnection:
+
+async def open_socket(url: str, origin: str | None, **kwargs: Any) -> ClientConnection:
     """Connect as a browser on ``origin`` would (the Origin header is checked)."""
-    return await connect(url, origin=origin, open_timeout=30, **kwargs)  # type: ignore[arg-type]
+    socket = await connect(url, origin=origin, open_timeout=30, **kwargs)  # type: ignore[arg-type]
+    OPENED.append(socket)
+    return socket
+
+
+async def close_opened_sockets() -> None:
+    """Close the sockets this event loop opened; forget the rest."""
+    loop = asyncio.get_running_loop()
+    mine = [
+        s
+        for s in OPENED
+        if s.transport.get_extra_info("socket") is not None
+        and getattr(s.transport, "_loop", loop) is loop
+    ]
+    OPENED.clear()
+    await asyncio.gather(*(s.close() for s in mine), return_exceptions=True)
 
 
 async def recv_json(socket: ClientConnection, timeout: float = FRAME_TIMEOUT_S) -> Any:
