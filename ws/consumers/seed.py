@@ -1,0 +1,81 @@
+"""The seed route ``heartbeat/<room>/``, as the seed's clients know it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from ws import topics
+from ws.consumers.base import PushConsumer
+from ws.protocol import (
+    SEED_GREETING,
+    CloseCode,
+    ProtocolError,
+    parse_seed_frame,
+    render_seed_error,
+    render_seed_message,
+)
+
+
+class SeedRoomConsumer(PushConsumer):
+    """The seed route ``heartbeat/<room>/``: group ``chat_<room>``, seed envelope.
+
+    On connect the client alone is greeted with
+    ``{"msg": "heartbeat", "code": 200, "data": []}`` (the seed sent it to the
+    whole group: N clients, N² frames).
+    """
+
+    group: str | None = None
+
+    async def connect(self) -> None:
+        room = self.scope["url_route"]["kwargs"]["room_name"]
+        try:
+            self.topic = topics.seed_room_topic(room)
+        except topics.UnknownTopic as error:
+            await self.accept()
+            await self.send_error(CloseCode.MALFORMED, f"invalid room name: {error}", None)
+            await self.close(code=CloseCode.MALFORMED)
+            return
+        await self.accept()
+        if not await self.authenticate():
+            return
+        if self.awaiting_token:  # the seed route has no auth frame: ?token= it is
+            await self.refuse_auth("no Origin header: connect with ?token=")
+            return
+        if not await self.claim_seat():
+            return
+        allowed = await database_sync_to_async(topics.resolve(self.topic).may_subscribe)(self.user)
+        if not allowed:
+            await self.send_error(CloseCode.FORBIDDEN, "not allowed in this room", None)
+            await self.close(code=CloseCode.FORBIDDEN)
+            return
+        self.group = topics.group_name(self.topic)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send(text_data=SEED_GREETING)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await super().disconnect(code)
+
+    async def recheck(self, reason: str) -> None:
+        allowed = await database_sync_to_async(topics.resolve(self.topic).may_subscribe)(self.user)
+        if not allowed:
+            await self.send_error(CloseCode.FORBIDDEN, f"access revoked: {reason}", None)
+            await self.close(code=CloseCode.FORBIDDEN)
+
+    async def handle_text(self, text: str) -> None:
+        parse_seed_frame(text)
+        raise ProtocolError(CloseCode.FORBIDDEN, "this room does not accept client messages")
+
+    async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
+        await self.send(text_data=render_seed_error(code, message))
+
+    async def push_message(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=render_seed_message(event["seq"], event["body"]))
+
+    async def chat_data(self, event: dict[str, Any]) -> None:
+        """The seed's own event, for code that still sends to ``chat_<room>`` directly."""
+        await self.send(text_data=json.dumps(event.get("data")))
