@@ -173,6 +173,10 @@ CHANNEL_LAYERS = {
 PUSH_MAX_FRAME_BYTES = env_int("PUSH_MAX_FRAME_BYTES", 64 * 1024)
 PUSH_MAX_BAD_FRAMES = env_int("PUSH_MAX_BAD_FRAMES", 10)
 PUSH_HISTORY_SIZE = env_int("PUSH_HISTORY_SIZE", 100)
+# History older than this is not replayed, and an idle topic's history expires.
+PUSH_HISTORY_TTL_S = env_int("PUSH_HISTORY_TTL_S", 3600)
+# Most messages replayed on one resume; a client further behind gets a reset.
+PUSH_REPLAY_LIMIT = env_int("PUSH_REPLAY_LIMIT", 100)
 PUSH_MAX_SUBSCRIPTIONS = env_int("PUSH_MAX_SUBSCRIPTIONS", 100)
 PUSH_RATE_PER_S = float(os.environ.get("PUSH_RATE_PER_S", "20"))
 PUSH_RATE_BURST = float(os.environ.get("PUSH_RATE_BURST", "40"))

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from project.redis_server import RedisServer, free_port
-from tests.support.clients import OPENED, close_opened_sockets
+from tests.support.clients import close_opened_sockets
 from tests.support.processes import ChildProcess, DaphneServer
 
 REDIS_SERVER = pytest.StashKey[RedisServer]()
@@ -137,13 +137,9 @@ def celery_worker(child_env: dict[str, str], log_dir: Path) -> Iterator[ChildPro
 
 @pytest_asyncio.fixture(autouse=True)
 async def close_test_sockets() -> object:
-    """Close every WebSocket an async test opened, even when the test fails."""
+    """Close every WebSocket the test opened, even when it fails.
+
+    Sockets of other loops (sync tests run their own) are only forgotten.
+    """
     yield
     await close_opened_sockets()
-
-
-@pytest.fixture(autouse=True)
-def forget_other_loops_sockets() -> Iterator[None]:
-    """Sync tests run their own loops and close their own sockets."""
-    yield
-    OPENED.clear()

@@ -45,7 +45,7 @@ PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
 # KEYS[1] topic meta hash {seq, epoch}; KEYS[2] topic history stream.
 # ARGV[1] epoch for a topic that has none; ARGV[2] message body (JSON members);
 # ARGV[3] layer channel of the group; ARGV[4] topic; ARGV[5] history size;
-# ARGV[6] event type; ARGV[7] time in ms.
+# ARGV[6] event type; ARGV[7] time in ms; ARGV[8] seconds an idle history is kept.
 _PUBLISH_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -57,22 +57,56 @@ end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local size = tonumber(ARGV[5])
 if size > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', size, seq .. '-0', 'b', ARGV[2], 't', ARGV[7])
+  redis.call('XADD', KEYS[2], 'MAXLEN', size, seq .. '-0', 'b', ARGV[2], 't', ARGV[7])
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
 end
 redis.call('PUBLISH', ARGV[3], cmsgpack.pack({
   type = ARGV[6], topic = ARGV[4], seq = seq, epoch = epoch, body = ARGV[2]}))
 return {seq, epoch}
 """
 
-# KEYS as above; ARGV[1] epoch for a topic that has none. Returns {seq, epoch}.
-_POSITION_LUA = """
+# Resume: KEYS as above. ARGV[1] epoch for a topic that has none; ARGV[2] the
+# client's last seq (-1: none); ARGV[3] the client's epoch; ARGV[4] replay limit;
+# ARGV[5] oldest entry time (ms) that may be replayed; ARGV[6] '1' for a snapshot on reset.
+# Returns {seq, epoch, recovered, id1, fields1, id2, fields2, ...}: on recovery the
+# missed entries in order (all of them, or none: never a partial replay); on reset
+# the last entry as the snapshot, if asked for and kept.
+_RESUME_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
   redis.call('DEL', KEYS[2])
 end
-return {tonumber(redis.call('HGET', KEYS[1], 'seq') or 0), epoch}
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or 0)
+local since = tonumber(ARGV[2])
+local function reset()
+  local out = {seq, epoch, 0}
+  if ARGV[6] == '1' and seq > 0 then
+    local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+    if #last == 1 then
+      table.insert(out, last[1][1])
+      table.insert(out, last[1][2])
+    end
+  end
+  return out
+end
+if since < 0 or ARGV[3] ~= epoch or since > seq or seq - since > tonumber(ARGV[4]) then
+  return reset()
+end
+if since == seq then
+  return {seq, epoch, 1}
+end
+local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', seq .. '-0')
+if #entries ~= seq - since or tonumber(entries[1][2][4]) < tonumber(ARGV[5]) then
+  return reset()  -- trimmed by count, or too old to replay
+end
+local out = {seq, epoch, 1}
+for _, entry in ipairs(entries) do
+  table.insert(out, entry[1])
+  table.insert(out, entry[2])
+end
+return out
 """
 
 
@@ -93,11 +127,31 @@ def _meta_keys(topic: str) -> list[str]:
     return [f"push:{{{topic}}}", f"push:{{{topic}}}:h"]
 
 
+@dataclass(frozen=True)
+class Resume:
+    """What a subscriber is owed: its position, and the missed messages or a snapshot.
+
+    ``recovered``: ``messages`` are exactly the missed ones, in order. Otherwise
+    ``snapshot`` is the latest message (state-like topics), or None.
+    """
+
+    position: Position
+    recovered: bool
+    messages: list[tuple[int, str]]
+    snapshot: tuple[int, str] | None
+
+
+def _entries(flat: list[Any]) -> list[tuple[int, str]]:
+    """Stream entries ``id, [b, body, t, time]`` as ``(seq, body)``."""
+    return [
+        (int(_text(flat[i]).split("-")[0]), _text(flat[i + 1][1])) for i in range(0, len(flat), 2)
+    ]
+
+
 @dataclass
 class _Shard:
     client: Redis
     publish: AsyncScript
-    position: AsyncScript
     scripts: dict[str, AsyncScript] = field(default_factory=dict)
 
 
@@ -187,7 +241,6 @@ class Publisher:
                     _Shard(
                         client=client,
                         publish=client.register_script(_PUBLISH_LUA),
-                        position=client.register_script(_POSITION_LUA),
                     )
                 )
         return state
@@ -211,24 +264,39 @@ class Publisher:
                 settings.PUSH_HISTORY_SIZE,
                 PUSH_EVENT_TYPE,
                 int(time.time() * 1000),
+                settings.PUSH_HISTORY_TTL_S,
             ],
         )
         return Position(int(seq), _text(epoch))
 
-    async def position(self, topic: str, group: str) -> Position:
-        """The topic's current position (giving it an epoch if it has none)."""
-        shard, _ = self._route(group)
-        seq, epoch = await shard.position(keys=_meta_keys(topic), args=[_new_epoch()])
-        return Position(int(seq), _text(epoch))
+    async def resume(
+        self, topic: str, group: str, since: int | None, epoch: str | None, snapshot: bool
+    ) -> Resume:
+        """Where the topic stands and what a client at (``since``, ``epoch``) missed."""
+        shard, _ = self._route(group)  # where publish() keeps the topic
+        oldest_ms = int((time.time() - settings.PUSH_HISTORY_TTL_S) * 1000)
+        result = await _script_on(shard, _RESUME_LUA)(
+            keys=_meta_keys(topic),
+            args=[
+                _new_epoch(),
+                -1 if since is None else since,
+                epoch or "",
+                settings.PUSH_REPLAY_LIMIT,
+                oldest_ms,
+                "1" if snapshot else "0",
+            ],
+        )
+        position = Position(int(result[0]), _text(result[1]))
+        entries = _entries(result[3:])
+        if result[2]:
+            return Resume(position, True, entries, None)
+        return Resume(position, False, [], entries[0] if entries else None)
 
     async def run_script(self, lua: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script on the shard that holds ``keys[0]``."""
         state = self._connected()
         shard = state.shards[_consistent_hash(keys[0], len(state.shards))]
-        script = shard.scripts.get(lua)
-        if script is None:
-            script = shard.scripts[lua] = shard.client.register_script(lua)
-        return await script(keys=keys, args=args)
+        return await _script_on(shard, lua)(keys=keys, args=args)
 
     async def send_event(self, group: str, event: dict[str, Any]) -> None:
         """Send an unnumbered event (not a message) to a group's members, as the layer would."""
@@ -248,6 +316,13 @@ class Publisher:
             asyncio.run_coroutine_threadsafe(close(), state.loop).result(timeout=2)
         state.loop.call_soon_threadsafe(state.loop.stop)
         state.thread.join(timeout=2)
+
+
+def _script_on(shard: _Shard, lua: str) -> AsyncScript:
+    script = shard.scripts.get(lua)
+    if script is None:
+        script = shard.scripts[lua] = shard.client.register_script(lua)
+    return script
 
 
 async def _as_coroutine(make: Callable[[], Awaitable[T]]) -> T:

@@ -57,6 +57,7 @@ class SubscribeFrame(TypedDict):
     op: Literal["subscribe"]
     topic: str
     since: NotRequired[int]
+    epoch: NotRequired[str]
 
 
 class UnsubscribeFrame(TypedDict):
@@ -134,6 +135,13 @@ def parse_client_frame(text: str) -> ClientFrame:
                     subscribe["topic"],
                 )
             subscribe["since"] = since
+        if "epoch" in frame and frame["epoch"] is not None:
+            epoch = frame["epoch"]
+            if not isinstance(epoch, str) or len(epoch) > 64:
+                raise ProtocolError(
+                    CloseCode.MALFORMED, "'epoch' must be a string", subscribe["topic"]
+                )
+            subscribe["epoch"] = epoch
         return subscribe
     if op == "unsubscribe":
         return UnsubscribeFrame(op="unsubscribe", topic=_topic_field(frame, op))
@@ -188,9 +196,13 @@ def encode_body(data: Any, msg: str, code: int) -> str:
     return envelope[1:-1]
 
 
-def render_message(topic: str, seq: int, body: str) -> str:
-    """A ``message`` frame of the multiplexed endpoint (topic names need no escaping)."""
-    return f'{{"op":"message","topic":"{topic}","seq":{seq},{body}}}'
+def render_message(topic: str, seq: int, body: str, *, reset: bool = False) -> str:
+    """A ``message`` frame of the multiplexed endpoint (topic names need no escaping).
+
+    ``reset`` marks a snapshot sent instead of a replay: the client drops what it had.
+    """
+    marker = '"reset":true,' if reset else ""
+    return f'{{"op":"message","topic":"{topic}","seq":{seq},{marker}{body}}}'
 
 
 def render_seed_message(seq: int, body: str) -> str:

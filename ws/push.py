@@ -20,10 +20,10 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 
 from ws import topics
-from ws._publisher import Position, publisher
+from ws._publisher import Resume, publisher
 from ws.protocol import encode_body
 
-__all__ = ["SendMessage", "apush", "push", "topic_position"]
+__all__ = ["SendMessage", "apush", "push", "topic_resume"]
 
 
 def push(topic: str, data: Any = None, *, msg: str = "success", code: int = 200) -> int:
@@ -45,10 +45,12 @@ async def apush(topic: str, data: Any = None, *, msg: str = "success", code: int
     return position.seq
 
 
-async def topic_position(topic: str) -> Position:
-    """The topic's last ``seq`` and its ``epoch``."""
+async def topic_resume(
+    topic: str, since: int | None, epoch: str | None, *, snapshot: bool
+) -> Resume:
+    """What a subscriber at (``since``, ``epoch``) missed: all of it, or a reset."""
     group = topics.group_name(topic)
-    return await publisher.arun(lambda: publisher.position(topic, group))
+    return await publisher.arun(lambda: publisher.resume(topic, group, since, epoch, snapshot))
 
 
 class PushedSeq(int):

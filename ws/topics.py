@@ -82,6 +82,9 @@ class TopicPattern:
     may_subscribe: Rule
     may_publish: Rule
     describe: str
+    # State-like topics (dashboards): a new or reset subscriber gets the latest
+    # message as a snapshot; for the others (chat) old messages are not state.
+    state_like: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class Topic:
 REGISTRY: dict[str, TopicPattern] = {
     pattern.kind: pattern
     for pattern in (
-        TopicPattern("dashboard", True, has_perm("ws.view_dashboard"), nobody, "a dashboard"),
+        TopicPattern("dashboard", True, has_perm("ws.view_dashboard"), nobody, "a dashboard", True),
         TopicPattern(
             "broadcast", False, anyone, has_perm("ws.publish_broadcast"), "messages to everyone"
         ),

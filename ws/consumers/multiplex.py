@@ -26,7 +26,7 @@ from ws.protocol import (
     render_subscribed,
     render_unsubscribed,
 )
-from ws.push import apush, topic_position
+from ws.push import apush, topic_resume
 
 logger = logging.getLogger("ws")
 
@@ -75,7 +75,7 @@ class MultiplexConsumer(PushConsumer):
             return
         topic = self._resolve(frame["topic"])
         if frame["op"] == "subscribe":
-            await self.subscribe(topic)
+            await self.subscribe(topic, frame.get("since"), frame.get("epoch"))
         elif frame["op"] == "unsubscribe":
             await self.unsubscribe(topic)
         elif frame["op"] == "publish":
@@ -87,25 +87,48 @@ class MultiplexConsumer(PushConsumer):
         except topics.UnknownTopic as error:
             raise ProtocolError(CloseCode.MALFORMED, str(error), name[:100]) from None
 
-    async def subscribe(self, topic: topics.Topic) -> None:
+    async def subscribe(
+        self, topic: topics.Topic, since: int | None = None, epoch: str | None = None
+    ) -> None:
+        """Join the topic; replay what the client missed since ``since``, or reset it.
+
+        Recovery is all or nothing: either every message after ``since`` (same
+        epoch, still kept, within ``PUSH_REPLAY_LIMIT``) in order, or
+        ``recovered: false`` and, for state-like topics, the latest message as a
+        snapshot marked ``reset``.
+        """
         if not await database_sync_to_async(topic.may_subscribe)(self.user):
             raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to subscribe", topic.name)
-        position = self.subscriptions.get(topic.name)
-        if position is None and len(self.subscriptions) >= settings.PUSH_MAX_SUBSCRIPTIONS:
+        held = self.subscriptions.get(topic.name)
+        if held is None and len(self.subscriptions) >= settings.PUSH_MAX_SUBSCRIPTIONS:
             raise ProtocolError(
                 CloseCode.RATE_LIMITED,
                 f"too many subscriptions (max {settings.PUSH_MAX_SUBSCRIPTIONS})",
                 topic.name,
             )
-        if position is None:
+        if held is not None and since is None:
+            # Already here and nothing to recover: say where the socket stands.
+            await self.send(
+                text_data=render_subscribed(topic.name, held.seq, held.epoch, recovered=True)
+            )
+            return
+        if held is None:
             await self.channel_layer.group_add(topics.group_name(topic.name), self.channel_name)
-            # Read after joining the group: a push that lands in between is at or
-            # below this seq, is history to the client, and is not relayed twice.
-            position = await topic_position(topic.name)
-            self.subscriptions[topic.name] = position
+        # Read after joining the group: a push that lands in between is at or below
+        # this position, is sent below if owed, and is not relayed twice.
+        resume = await topic_resume(topic.name, since, epoch, snapshot=topic.pattern.state_like)
+        self.subscriptions[topic.name] = resume.position
+        position = resume.position
         await self.send(
-            text_data=render_subscribed(topic.name, position.seq, position.epoch, recovered=False)
+            text_data=render_subscribed(
+                topic.name, position.seq, position.epoch, recovered=resume.recovered
+            )
         )
+        for seq, body in resume.messages:
+            await self.send(text_data=render_message(topic.name, seq, body))
+        if resume.snapshot is not None:
+            seq, body = resume.snapshot
+            await self.send(text_data=render_message(topic.name, seq, body, reset=True))
 
     async def recheck(self, reason: str) -> None:
         def still_allowed(user: Any, names: list[str]) -> set[str]:
