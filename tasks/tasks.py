@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,10 +23,14 @@ RETRY_POLICY: dict[str, Any] = {
 }
 
 
-@shared_task(name="tasks.tasks.publish", **RETRY_POLICY)
-def publish(topic: str, data: Any = None, msg: str = "success", code: int = 200) -> int:
-    """Push ``data`` to ``topic`` from a worker; returns the message's ``seq``."""
-    return push(topic, data, msg=msg, code=code)
+@shared_task(name="tasks.tasks.publish", bind=True, **RETRY_POLICY)
+def publish(self: Task, topic: str, data: Any = None, msg: str = "success", code: int = 200) -> int:
+    """Push ``data`` to ``topic`` from a worker; returns the message's ``seq``.
+
+    Keyed by the task's id: a redelivered task (its worker died after pushing,
+    before acknowledging) does not push the same event twice.
+    """
+    return push(topic, data, msg=msg, code=code, key=f"task:{self.request.id}")
 
 
 @shared_task(name="tasks.tasks.push_clock", ignore_result=True, **RETRY_POLICY)

@@ -42,11 +42,20 @@ T = TypeVar("T")
 PUSH_EVENT_TYPE = "push.message"
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
 
-# KEYS[1] topic meta hash {seq, epoch}; KEYS[2] topic history stream.
+# KEYS[1] topic meta hash {seq, epoch}; KEYS[2] topic history stream; KEYS[3] the
+# record of an idempotency key.
 # ARGV[1] epoch for a topic that has none; ARGV[2] message body (JSON members);
 # ARGV[3] layer channel of the group; ARGV[4] topic; ARGV[5] history size;
-# ARGV[6] event type; ARGV[7] time in ms; ARGV[8] seconds an idle history is kept.
+# ARGV[6] event type; ARGV[7] time in ms; ARGV[8] seconds an idle history is kept;
+# ARGV[9] the idempotency key ('' for none).
 _PUBLISH_LUA = """
+if ARGV[9] ~= '' then
+  local done = redis.call('GET', KEYS[3])
+  if done then  -- this event was pushed already (a re-run task): same answer, no push
+    local sep = string.find(done, ':')
+    return {tonumber(string.sub(done, 1, sep - 1)), string.sub(done, sep + 1)}
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   -- A new (or lost and recreated) topic: its old history, if any, is not ours.
@@ -62,6 +71,9 @@ if size > 0 then
 end
 redis.call('PUBLISH', ARGV[3], cmsgpack.pack({
   type = ARGV[6], topic = ARGV[4], seq = seq, epoch = epoch, body = ARGV[2]}))
+if ARGV[9] ~= '' then
+  redis.call('SET', KEYS[3], seq .. ':' .. epoch, 'EX', ARGV[8])
+end
 return {seq, epoch}
 """
 
@@ -251,11 +263,15 @@ class Publisher:
         channel = f"{state.prefix}__group__{group}"  # as RedisPubSubLoopLayer names it
         return state.shards[_consistent_hash(channel, len(state.shards))], channel
 
-    async def publish(self, topic: str, group: str, body: str) -> Position:
-        """Number, store and publish one message body; return its position."""
+    async def publish(self, topic: str, group: str, body: str, key: str = "") -> Position:
+        """Number, store and publish one message body; return its position.
+
+        With ``key``, a repeat within ``PUSH_HISTORY_TTL_S`` publishes nothing and
+        returns the first push's position.
+        """
         shard, channel = self._route(group)
         seq, epoch = await shard.publish(
-            keys=_meta_keys(topic),
+            keys=[*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"],
             args=[
                 _new_epoch(),
                 body,
@@ -265,6 +281,7 @@ class Publisher:
                 PUSH_EVENT_TYPE,
                 int(time.time() * 1000),
                 settings.PUSH_HISTORY_TTL_S,
+                key,
             ],
         )
         return Position(int(seq), _text(epoch))

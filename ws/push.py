@@ -26,23 +26,33 @@ from ws.protocol import encode_body
 __all__ = ["SendMessage", "apush", "push", "topic_resume"]
 
 
-def push(topic: str, data: Any = None, *, msg: str = "success", code: int = 200) -> int:
+def push(
+    topic: str, data: Any = None, *, msg: str = "success", code: int = 200, key: str | None = None
+) -> int:
     """Push ``data`` to everyone subscribed to ``topic``; return its ``seq``.
 
-    For sync code. Raises ``topics.UnknownTopic`` for a name no pattern knows,
+    For sync code. ``key`` makes the push idempotent: a repeat with the same key
+    (a re-run task, say) within ``PUSH_HISTORY_TTL_S`` pushes nothing and returns
+    the first ``seq``. Raises ``topics.UnknownTopic`` for a name no pattern knows,
     and redis-py's ``ConnectionError`` while Redis is unreachable.
     """
-    group = topics.group_name(topic)
-    body = encode_body(data, msg, code)
-    return publisher.run(lambda: publisher.publish(topic, group, body)).seq
+    group, body, key = _prepare(topic, data, msg, code, key)
+    return publisher.run(lambda: publisher.publish(topic, group, body, key)).seq
 
 
-async def apush(topic: str, data: Any = None, *, msg: str = "success", code: int = 200) -> int:
+async def apush(
+    topic: str, data: Any = None, *, msg: str = "success", code: int = 200, key: str | None = None
+) -> int:
     """``push`` for async code."""
-    group = topics.group_name(topic)
-    body = encode_body(data, msg, code)
-    position = await publisher.arun(lambda: publisher.publish(topic, group, body))
+    group, body, key = _prepare(topic, data, msg, code, key)
+    position = await publisher.arun(lambda: publisher.publish(topic, group, body, key))
     return position.seq
+
+
+def _prepare(topic: str, data: Any, msg: str, code: int, key: str | None) -> tuple[str, str, str]:
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
+        raise ValueError("key must be a non-empty string of at most 200 characters")
+    return topics.group_name(topic), encode_body(data, msg, code), key or ""
 
 
 async def topic_resume(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import psutil
 
 from tasks.tasks import publish
 from tests.support.clients import open_socket, recv_json, subscribe
+from ws import apush
 
 
 async def test_a_task_push_reaches_both_endpoints_with_rising_seq(daphne_server, celery_worker):
@@ -48,3 +50,23 @@ def test_a_worker_process_pushes_over_one_connection(celery_worker, redis_client
     assert sum(per_child.values()) >= 1
     # Results and the broker reuse their connections too; 100 pushes opened none.
     assert after - before <= 4
+
+
+async def test_a_task_run_twice_pushes_once(daphne_server, celery_worker):
+    """A redelivered task keeps its id: running it again must not push again."""
+    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    await subscribe(socket, "room.redelivered")
+
+    task_id = f"paid-order-{uuid.uuid4()}"
+    for _ in range(2):
+        publish.apply_async(args=["room.redelivered", {"order": 17}], task_id=task_id)
+    # Both runs share one result; wait until the worker has really run it twice.
+    done = f"[{task_id}] succeeded"
+    await asyncio.to_thread(
+        celery_worker.wait_until, lambda: celery_worker.log_text().count(done) == 2, 30, "2 runs"
+    )
+    marker = await apush("room.redelivered", "marker")
+
+    first = await recv_json(socket)
+    assert first["data"] == {"order": 17}
+    assert (await recv_json(socket))["seq"] == marker == first["seq"] + 1

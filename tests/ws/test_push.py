@@ -102,3 +102,22 @@ async def test_send_message_speaks_the_seed_envelope_sync_async_and_async_to_syn
         {"msg": "success", "code": 200, "data": {"value": 3}},
     ]
     assert group_name("room.seedhelper") == "chat_seedhelper"
+
+
+async def test_a_keyed_push_repeated_pushes_once_and_answers_the_same_seq():
+    layer, channel = await _member_of("room.keyed")
+    first = await apush("room.keyed", {"event": 1}, key="order-17-paid")
+    again = await apush("room.keyed", {"event": 1}, key="order-17-paid")
+    marker = await apush("room.keyed", "marker")
+
+    assert again == first
+    assert marker == first + 1  # the repeat took no number
+    events = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(2)]
+    assert [event["seq"] for event in events] == [first, marker]  # nothing in between
+
+
+def test_a_push_key_must_be_a_short_string():
+    with pytest.raises(ValueError, match="key"):
+        push("room.keyed", 1, key="")
+    with pytest.raises(ValueError, match="key"):
+        push("room.keyed", 1, key="k" * 201)
