@@ -42,20 +42,9 @@ T = TypeVar("T")
 PUSH_EVENT_TYPE = "push.message"
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
 
-# KEYS[1] topic meta hash {seq, epoch}; KEYS[2] topic history stream; KEYS[3] the
-# record of an idempotency key.
-# ARGV[1] epoch for a topic that has none; ARGV[2] message body (JSON members);
-# ARGV[3] layer channel of the group; ARGV[4] topic; ARGV[5] history size;
-# ARGV[6] event type; ARGV[7] time in ms; ARGV[8] seconds an idle history is kept;
-# ARGV[9] the idempotency key ('' for none).
-_PUBLISH_LUA = """
-if ARGV[9] ~= '' then
-  local done = redis.call('GET', KEYS[3])
-  if done then  -- this event was pushed already (a re-run task): same answer, no push
-    local sep = string.find(done, ':')
-    return {tonumber(string.sub(done, 1, sep - 1)), string.sub(done, sep + 1)}
-  end
-end
+# Shared by both scripts: KEYS[1] is the topic's meta hash {seq, epoch}, KEYS[2] its
+# history stream, ARGV[1] the epoch to give a topic that has none.
+_ENSURE_EPOCH_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   -- A new (or lost and recreated) topic: its old history, if any, is not ours.
@@ -63,6 +52,26 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch)
   redis.call('DEL', KEYS[2])
 end
+"""
+
+# KEYS[1] topic meta hash {seq, epoch}; KEYS[2] topic history stream; KEYS[3] the
+# record of an idempotency key.
+# ARGV[1] epoch for a topic that has none; ARGV[2] message body (JSON members);
+# ARGV[3] layer channel of the group; ARGV[4] topic; ARGV[5] history size;
+# ARGV[6] event type; ARGV[7] time in ms; ARGV[8] seconds an idle history is kept;
+# ARGV[9] the idempotency key ('' for none).
+_PUBLISH_LUA = (
+    """
+if ARGV[9] ~= '' then
+  local done = redis.call('GET', KEYS[3])
+  if done then  -- this event was pushed already (a re-run task): same answer, no push
+    local sep = string.find(done, ':')
+    return {tonumber(string.sub(done, 1, sep - 1)), string.sub(done, sep + 1)}
+  end
+end
+"""
+    + _ENSURE_EPOCH_LUA
+    + """
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local size = tonumber(ARGV[5])
 if size > 0 then
@@ -76,6 +85,7 @@ if ARGV[9] ~= '' then
 end
 return {seq, epoch}
 """
+)
 
 # Resume: KEYS as above. ARGV[1] epoch for a topic that has none; ARGV[2] the
 # client's last seq (-1: none); ARGV[3] the client's epoch; ARGV[4] replay limit;
@@ -83,13 +93,9 @@ return {seq, epoch}
 # Returns {seq, epoch, recovered, id1, fields1, id2, fields2, ...}: on recovery the
 # missed entries in order (all of them, or none: never a partial replay); on reset
 # the last entry as the snapshot, if asked for and kept.
-_RESUME_LUA = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
-  redis.call('DEL', KEYS[2])
-end
+_RESUME_LUA = (
+    _ENSURE_EPOCH_LUA
+    + """
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or 0)
 local since = tonumber(ARGV[2])
 local function reset()
@@ -120,6 +126,7 @@ for _, entry in ipairs(entries) do
 end
 return out
 """
+)
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ def _entries(flat: list[Any]) -> list[tuple[int, str]]:
 @dataclass
 class _Shard:
     client: Redis
-    publish: AsyncScript
+    # Each script registered once per client (by its source), on first use.
     scripts: dict[str, AsyncScript] = field(default_factory=dict)
 
 
@@ -249,12 +256,7 @@ class Publisher:
                 # Named by process, so CLIENT LIST shows who holds which connection.
                 name = f"push-{os.getpid()}"
                 client = Redis(connection_pool=create_pool({**host, "client_name": name}))
-                state.shards.append(
-                    _Shard(
-                        client=client,
-                        publish=client.register_script(_PUBLISH_LUA),
-                    )
-                )
+                state.shards.append(_Shard(client=client))
         return state
 
     def _route(self, group: str) -> tuple[_Shard, str]:
@@ -270,7 +272,7 @@ class Publisher:
         returns the first push's position.
         """
         shard, channel = self._route(group)
-        seq, epoch = await shard.publish(
+        seq, epoch = await _script_on(shard, _PUBLISH_LUA)(
             keys=[*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"],
             args=[
                 _new_epoch(),
