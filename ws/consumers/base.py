@@ -156,6 +156,11 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
     async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
         raise NotImplementedError
 
+    async def refuse_and_close(self, code: CloseCode, message: str) -> None:
+        """Say why in an error frame, then close with the same code."""
+        await self.send_error(code, message, None)
+        await self.close(code=code)
+
 
 class NotFoundConsumer(AsyncWebsocketConsumer):
     """Any other path: refused at the handshake (HTTP 403), with one log line."""

@@ -1,7 +1,7 @@
 """Who is on a socket: session or token, the per-user socket limit, access changes.
 
-Mixed into ``PushConsumer``; it relies on the consumer's ``send_error``,
-``close``, ``recheck`` and ``scope_client``.
+Mixed into ``PushConsumer``; it relies on the consumer's ``refuse_and_close``,
+``recheck`` and ``scope_client``.
 """
 
 from __future__ import annotations
@@ -58,10 +58,9 @@ class IdentityMixin:
                 limit,
                 self.scope_client(),
             )
-            await self.send_error(
-                CloseCode.RATE_LIMITED, f"too many open sockets for this user (max {limit})", None
+            await self.refuse_and_close(
+                CloseCode.RATE_LIMITED, f"too many open sockets for this user (max {limit})"
             )
-            await self.close(code=CloseCode.RATE_LIMITED)
             return False
         self.seat_user = self.user.pk
         self.seat_refresh = asyncio.create_task(self.keep_seat(self.user.pk))
@@ -142,6 +141,5 @@ class IdentityMixin:
         logger.info(
             "ws refused authentication code=4001 reason=%s (%s)", reason, self.scope_client()
         )
-        await self.send_error(CloseCode.NOT_AUTHENTICATED, reason, None)
-        await self.close(code=CloseCode.NOT_AUTHENTICATED)
+        await self.refuse_and_close(CloseCode.NOT_AUTHENTICATED, reason)
         return False

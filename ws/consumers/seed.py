@@ -35,8 +35,7 @@ class SeedRoomConsumer(PushConsumer):
             self.topic = topics.seed_room_topic(room)
         except topics.UnknownTopic as error:
             await self.accept()
-            await self.send_error(CloseCode.MALFORMED, f"invalid room name: {error}", None)
-            await self.close(code=CloseCode.MALFORMED)
+            await self.refuse_and_close(CloseCode.MALFORMED, f"invalid room name: {error}")
             return
         await self.accept()
         if not await self.authenticate():
@@ -46,10 +45,8 @@ class SeedRoomConsumer(PushConsumer):
             return
         if not await self.claim_seat():
             return
-        allowed = await database_sync_to_async(topics.resolve(self.topic).may_subscribe)(self.user)
-        if not allowed:
-            await self.send_error(CloseCode.FORBIDDEN, "not allowed in this room", None)
-            await self.close(code=CloseCode.FORBIDDEN)
+        if not await self.may_listen():
+            await self.refuse_and_close(CloseCode.FORBIDDEN, "not allowed in this room")
             return
         self.group = topics.group_name(self.topic)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -60,11 +57,14 @@ class SeedRoomConsumer(PushConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         await super().disconnect(code)
 
+    async def may_listen(self) -> bool:
+        """Whether the socket's user may be in this room (the room topic's rule)."""
+        rule = topics.resolve(self.topic).may_subscribe
+        return bool(await database_sync_to_async(rule)(self.user))
+
     async def recheck(self, reason: str) -> None:
-        allowed = await database_sync_to_async(topics.resolve(self.topic).may_subscribe)(self.user)
-        if not allowed:
-            await self.send_error(CloseCode.FORBIDDEN, f"access revoked: {reason}", None)
-            await self.close(code=CloseCode.FORBIDDEN)
+        if not await self.may_listen():
+            await self.refuse_and_close(CloseCode.FORBIDDEN, f"access revoked: {reason}")
 
     async def handle_text(self, text: str) -> None:
         parse_seed_frame(text)
