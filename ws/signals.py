@@ -18,9 +18,16 @@ def on_logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
         )
 
 
-def on_user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    if not created:
-        announce_access_change([instance.pk], "account changed")
+# Saves that cannot change what a user may see: Django stamps last_login on every login.
+_ACCESS_NEUTRAL_FIELDS = frozenset({"last_login"})
+
+
+def on_user_saved(
+    sender: Any, instance: Any, created: bool, update_fields: Any = None, **kwargs: Any
+) -> None:
+    if created or (update_fields and set(update_fields) <= _ACCESS_NEUTRAL_FIELDS):
+        return
+    announce_access_change([instance.pk], "account changed")
 
 
 def on_user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:

@@ -139,3 +139,26 @@ async def test_deactivating_a_user_drops_their_subscriptions_everywhere(daphne_s
     assert (error["code"], error["topic"]) == (4003, own)
     await assert_only_receives(by_token, kept="room.rv-inactive", dropped=own)
     await by_token.close()
+
+
+async def test_signing_in_again_leaves_open_sockets_alone(daphne_server, dave, dave_browser):
+    """A login only stamps last_login: no access check, no reload for the user's sockets."""
+    own = f"user.{dave.pk}"
+    socket = await socket_as(daphne_server, dave_browser, own)
+    offset = daphne_server.log_size()
+
+    def sign_in_elsewhere() -> None:
+        Client().force_login(dave)  # saves last_login only
+
+    await in_thread(sign_in_elsewhere)
+    seq = await apush(own, "after the login")
+    assert (await recv_json(socket))["seq"] == seq
+    assert "ws access changed" not in daphne_server.log_since(offset)
+
+    # A change that matters still reaches the socket.
+    def deactivate() -> None:
+        dave.is_active = False
+        dave.save(update_fields=["is_active"])
+
+    await in_thread(deactivate)
+    assert (await revoked(socket))["topic"] == own
