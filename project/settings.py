@@ -42,6 +42,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from exc
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -178,16 +188,16 @@ PUSH_HISTORY_TTL_S = env_int("PUSH_HISTORY_TTL_S", 3600)
 # Most messages replayed on one resume; a client further behind gets a reset.
 PUSH_REPLAY_LIMIT = env_int("PUSH_REPLAY_LIMIT", 100)
 PUSH_MAX_SUBSCRIPTIONS = env_int("PUSH_MAX_SUBSCRIPTIONS", 100)
-PUSH_RATE_PER_S = float(os.environ.get("PUSH_RATE_PER_S", "20"))
-PUSH_RATE_BURST = float(os.environ.get("PUSH_RATE_BURST", "40"))
+PUSH_RATE_PER_S = env_float("PUSH_RATE_PER_S", 20.0)
+PUSH_RATE_BURST = env_float("PUSH_RATE_BURST", 40.0)
 PUSH_RATE_MAX_REFUSED = env_int("PUSH_RATE_MAX_REFUSED", 50)
 PUSH_MAX_CONNECTIONS_PER_USER = env_int("PUSH_MAX_CONNECTIONS_PER_USER", 10)
 # Origins other than the socket's own that may open sockets (scheme://host[:port]).
 PUSH_ALLOWED_ORIGINS = env_list("PUSH_ALLOWED_ORIGINS", "")
 PUSH_TOKEN_MAX_AGE_S = env_int("PUSH_TOKEN_MAX_AGE_S", 300)
 # A socket with no Origin header must authenticate with a token within this time.
-PUSH_AUTH_TIMEOUT_S = float(os.environ.get("PUSH_AUTH_TIMEOUT_S", "5"))
-PUSH_CLOCK_INTERVAL_S = float(os.environ.get("PUSH_CLOCK_INTERVAL_S", "5"))
+PUSH_AUTH_TIMEOUT_S = env_float("PUSH_AUTH_TIMEOUT_S", 5.0)
+PUSH_CLOCK_INTERVAL_S = env_float("PUSH_CLOCK_INTERVAL_S", 5.0)
 PUSH_CLOCK_SEED_ROOM = os.environ.get("PUSH_CLOCK_SEED_ROOM", "clock")
 
 # --- Celery -----------------------------------------------------------------------------
