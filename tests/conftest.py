@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -23,6 +24,7 @@ from tests.support.clients import close_opened_sockets
 from tests.support.processes import ChildProcess, DaphneServer
 
 REDIS_SERVER = pytest.StashKey[RedisServer]()
+DEVELOPMENT_DB_NAME = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,6 +50,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from django.conf import settings
 
     assert server.url == settings.REDIS_URL
+    # What the database is called before pytest-django swaps in the test database's name.
+    config.stash[DEVELOPMENT_DB_NAME] = settings.DATABASES["default"]["NAME"]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -89,14 +93,35 @@ def database_url(settings_dict: dict[str, object]) -> str:
 
 
 @pytest.fixture(scope="session")
-def child_env(django_db_setup: None, redis_server: RedisServer) -> dict[str, str]:
-    """The environment of the stack's processes: this session's Redis and test database."""
+def test_database(
+    django_db_setup: None, django_db_blocker: Any, pytestconfig: pytest.Config
+) -> Iterator[str]:
+    """The test database's URL, for the stack's processes.
+
+    pytest-django creates it only when a collected test asks for the database;
+    a run of only process-level tests (``pytest tests/e2e/test_devstack.py``)
+    asks for none, so it is created here then, never leaving the processes on
+    the development database.
+    """
     from django.db import connection
 
+    created = None
+    if connection.settings_dict["NAME"] == pytestconfig.stash[DEVELOPMENT_DB_NAME]:
+        with django_db_blocker.unblock():
+            created = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    yield database_url(connection.settings_dict)
+    if created is not None:
+        with django_db_blocker.unblock():
+            connection.creation.destroy_test_db(created, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def child_env(test_database: str, redis_server: RedisServer) -> dict[str, str]:
+    """The environment of the stack's processes: this session's Redis and test database."""
     env = dict(os.environ)
     env.update(
         REDIS_URL=redis_server.url,
-        DATABASE_URL=database_url(connection.settings_dict),
+        DATABASE_URL=test_database,
         DJANGO_SETTINGS_MODULE="project.settings",
         PYTHONUNBUFFERED="1",
     )
@@ -126,6 +151,7 @@ def celery_worker(child_env: dict[str, str], log_dir: Path) -> Iterator[ChildPro
         sys.executable, "-m", "celery", "-A", "project", "worker",
         "--pool", "prefork", "--concurrency", "2", "--hostname", name,
         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        "--include", "tests.support.celery_tasks",
     ]  # fmt: skip
     worker = ChildProcess("celery-worker", argv, child_env, log_dir)
     worker.wait_until(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 
 import psutil
 
 from tasks.tasks import publish
+from tests.support.celery_tasks import push_then_work
 from tests.support.clients import open_socket, recv_json, subscribe
 from ws import apush
 
@@ -70,3 +73,24 @@ async def test_a_task_run_twice_pushes_once(daphne_server, celery_worker):
     first = await recv_json(socket)
     assert first["data"] == {"order": 17}
     assert (await recv_json(socket))["seq"] == marker == first["seq"] + 1
+
+
+async def test_a_worker_killed_mid_task_delivers_the_push_exactly_once(
+    daphne_server, celery_worker, redis_client
+):
+    """SIGKILL on the process running a task that has pushed: the task runs again
+    (late ack, rejected on worker loss) and the push still arrives once."""
+    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    await subscribe(socket, "room.killed-worker")
+
+    result = push_then_work.delay("room.killed-worker", {"order": 42})
+    pushed = await recv_json(socket)
+    assert pushed["data"] == {"order": 42}
+    _, pid = await asyncio.to_thread(redis_client.blpop, [f"test:{result.id}:pid"], 30)
+    os.kill(int(pid), signal.SIGKILL)
+
+    # Redelivered to a new pool process, the task runs again and returns the first push's seq.
+    assert await asyncio.to_thread(result.get, timeout=60) == pushed["seq"]
+    assert int(redis_client.get(f"test:{result.id}:runs")) == 2
+    marker = await apush("room.killed-worker", "marker")
+    assert (await recv_json(socket))["seq"] == marker == pushed["seq"] + 1
