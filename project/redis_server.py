@@ -35,7 +35,9 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent() -> None:
     """In a child before exec (Linux): have the kernel SIGTERM us when our parent dies.
 
-    Test fixtures use it so that a killed test run leaves no server behind.
+    Test fixtures use it so that a killed test run leaves no server behind. The
+    "parent" is the thread that started the child: start from a thread that lives
+    as long as the server should (not a pool thread).
     """
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -116,8 +118,11 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", self.host,
             "--dir", str(self.directory),
+            # History, sequence numbers and queued tasks outlive a restart: an
+            # append-only file, written every second and in full on SIGTERM.
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--daemonize", "no",
             "--logfile", str(self.log_path),
             # Thousands of pub/sub subscriptions and clients in tests and benchmarks.

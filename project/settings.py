@@ -163,7 +163,8 @@ REDIS_URL = os.environ.get("REDIS_URL") or ensure_embedded_redis()
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # channels-redis' pub/sub layer, with each consumer's queue bounded (ws/layer.py).
+        "BACKEND": "ws.layer.PushChannelLayer",
         "CONFIG": {
             "hosts": [
                 {
@@ -176,6 +177,8 @@ CHANNEL_LAYERS = {
                 }
             ],
             "prefix": "asgi",
+            # Messages queued for one consumer before it is told to resync.
+            "capacity": env_int("PUSH_CHANNEL_CAPACITY", 1000),
         },
     }
 }
@@ -189,11 +192,24 @@ PUSH_HISTORY_SIZE = env_int("PUSH_HISTORY_SIZE", 100)
 PUSH_HISTORY_TTL_S = env_int("PUSH_HISTORY_TTL_S", 3600)
 # Most messages replayed on one resume; a client further behind gets a reset.
 PUSH_REPLAY_LIMIT = env_int("PUSH_REPLAY_LIMIT", 100)
+# How often each server process checks that the channel layer's Redis is the one its
+# subscriptions live on (not restarted, flushed or unreachable): within about twice
+# this after Redis returns, every socket has caught up on what it missed.
+PUSH_LAYER_CHECK_S = env_float("PUSH_LAYER_CHECK_S", 2.0)
 PUSH_MAX_SUBSCRIPTIONS = env_int("PUSH_MAX_SUBSCRIPTIONS", 100)
 PUSH_RATE_PER_S = env_float("PUSH_RATE_PER_S", 20.0)
 PUSH_RATE_BURST = env_float("PUSH_RATE_BURST", 40.0)
 PUSH_RATE_MAX_REFUSED = env_int("PUSH_RATE_MAX_REFUSED", 50)
 PUSH_MAX_CONNECTIONS_PER_USER = env_int("PUSH_MAX_CONNECTIONS_PER_USER", 10)
+# Presence: each server process refreshes its sockets' entries every REFRESH seconds;
+# an entry not refreshed for TTL seconds (its process died) is swept and announced as left.
+PUSH_PRESENCE_TTL_S = env_float("PUSH_PRESENCE_TTL_S", 15.0)
+PUSH_PRESENCE_REFRESH_S = env_float("PUSH_PRESENCE_REFRESH_S", 5.0)
+if not 0 < PUSH_PRESENCE_REFRESH_S < PUSH_PRESENCE_TTL_S:
+    raise ImproperlyConfigured(
+        "PUSH_PRESENCE_REFRESH_S must be above 0 and below PUSH_PRESENCE_TTL_S, got "
+        f"{PUSH_PRESENCE_REFRESH_S:g} and {PUSH_PRESENCE_TTL_S:g}"
+    )
 # Origins other than the socket's own that may open sockets (scheme://host[:port]).
 PUSH_ALLOWED_ORIGINS = env_list("PUSH_ALLOWED_ORIGINS", "")
 PUSH_TOKEN_MAX_AGE_S = env_int("PUSH_TOKEN_MAX_AGE_S", 300)
@@ -216,6 +232,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+}
+# A retry (autoretry_for on Redis errors) is itself a message to the broker: while Redis
+# is away, keep trying to send it for about a minute instead of failing the task.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 30,
+    "interval_start": 0.5,
+    "interval_step": 0.5,
+    "interval_max": 2,
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {

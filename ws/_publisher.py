@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from channels_redis.utils import _consistent_hash, create_pool, decode_hosts
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from redis.asyncio import Redis
+from django.utils.module_loading import import_string
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.commands.core import AsyncScript
 
 T = TypeVar("T")
@@ -185,10 +187,13 @@ class _LoopState:
 
 def _layer_config() -> tuple[list[dict[str, Any]], str]:
     layer = settings.CHANNEL_LAYERS.get("default", {})
-    if layer.get("BACKEND") != PUBSUB_LAYER:
+    backend = layer.get("BACKEND")
+    if not (
+        isinstance(backend, str) and issubclass(import_string(backend), RedisPubSubChannelLayer)
+    ):
         raise ImproperlyConfigured(
-            f"CHANNEL_LAYERS['default'] must use {PUBSUB_LAYER}: pushes are published "
-            "in its wire format"
+            f"CHANNEL_LAYERS['default'] must use {PUBSUB_LAYER} (or a subclass, as "
+            "ws.layer.PushChannelLayer): pushes are published in its wire format"
         )
     config = layer.get("CONFIG", {})
     if config.get("symmetric_encryption_keys"):
@@ -255,7 +260,7 @@ class Publisher:
             for host in hosts:
                 # Named by process, so CLIENT LIST shows who holds which connection.
                 name = f"push-{os.getpid()}"
-                client = Redis(connection_pool=create_pool({**host, "client_name": name}))
+                client = Redis(connection_pool=_pool({**host, "client_name": name}))
                 state.shards.append(_Shard(client=client))
         return state
 
@@ -317,6 +322,23 @@ class Publisher:
         shard = state.shards[_consistent_hash(keys[0], len(state.shards))]
         return await _script_on(shard, lua)(keys=keys, args=args)
 
+    async def run_group_script(self, group: str, lua: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script on the shard that carries ``group``'s pub/sub channel.
+
+        The script gets that channel as ``ARGV[1]`` (then ``args``), to PUBLISH
+        events to the group's members in the layer's wire format, as pushes do.
+        """
+        shard, channel = self._route(group)
+        return await _script_on(shard, lua)(keys=keys, args=[channel, *args])
+
+    async def run_on_every_shard(
+        self, lua: str, keys: list[str], args: list[Any]
+    ) -> tuple[Any, ...]:
+        """Run a Lua script on every shard; the answers, in shard order."""
+        state = self._connected()
+        answers = [await _script_on(shard, lua)(keys=keys, args=args) for shard in state.shards]
+        return tuple(_text(answer) if isinstance(answer, bytes) else answer for answer in answers)
+
     async def send_event(self, group: str, event: dict[str, Any]) -> None:
         """Send an unnumbered event (not a message) to a group's members, as the layer would."""
         shard, channel = self._route(group)
@@ -335,6 +357,23 @@ class Publisher:
             asyncio.run_coroutine_threadsafe(close(), state.loop).result(timeout=2)
         state.loop.call_soon_threadsafe(state.loop.stop)
         state.thread.join(timeout=2)
+
+
+# Connections per Redis shard of one process's publisher. A burst of work (a thousand
+# sockets subscribing at once) waits for a free one instead of failing: redis-py's
+# default pool refuses past its limit with MaxConnectionsError.
+POOL_SIZE = 50
+POOL_WAIT_S = 20
+
+
+def _pool(host: dict[str, Any]) -> ConnectionPool:
+    """A pool for the layer's ``host`` entry, blocking when all its connections are busy."""
+    if "address" not in host:  # Sentinel: channels-redis' own pool
+        return create_pool(host)
+    options = {key: value for key, value in host.items() if key != "address"}
+    return BlockingConnectionPool.from_url(
+        host["address"], max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **options
+    )
 
 
 def _script_on(shard: _Shard, lua: str) -> AsyncScript:

@@ -224,6 +224,20 @@ def render_unsubscribed(topic: str) -> str:
     return json.dumps({"op": "unsubscribed", "topic": topic})
 
 
+# Presence (ws/presence.py): members are {"id": "user:<pk>" | "guest:...", "name": ...}.
+def render_presence(topic: str, members: list[Any]) -> str:
+    """Everyone on a presence topic, sent to a socket once it subscribed."""
+    return json.dumps({"op": "presence", "topic": topic, "members": members})
+
+
+def render_join(topic: str, member: Any) -> str:
+    return json.dumps({"op": "join", "topic": topic, "member": member})
+
+
+def render_leave(topic: str, member: Any) -> str:
+    return json.dumps({"op": "leave", "topic": topic, "member": member})
+
+
 PONG = json.dumps({"op": "pong"})
 
 

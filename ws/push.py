@@ -20,10 +20,10 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 
 from ws import topics
-from ws._publisher import Resume, publisher
+from ws._publisher import Position, Resume, publisher
 from ws.protocol import encode_body
 
-__all__ = ["SendMessage", "apush", "push", "topic_resume"]
+__all__ = ["SendMessage", "apush", "catch_up", "push", "topic_resume"]
 
 
 def push(
@@ -61,6 +61,19 @@ async def topic_resume(
     """What a subscriber at (``since``, ``epoch``) missed: all of it, or a reset."""
     group = topics.group_name(topic)
     return await publisher.arun(lambda: publisher.resume(topic, group, since, epoch, snapshot))
+
+
+async def catch_up(topic: str, held: Position, *, snapshot: bool) -> Resume:
+    """What a socket that was sent ``held`` is owed now: the missed messages, or a reset.
+
+    When the topic's epoch changed (its history was lost and numbering began
+    again), the new history is replayed from its start if all of it is kept:
+    what was pushed since the loss is not lost as well.
+    """
+    resume = await topic_resume(topic, held.seq, held.epoch, snapshot=snapshot)
+    if not resume.recovered and resume.position.epoch != held.epoch:
+        return await topic_resume(topic, 0, resume.position.epoch, snapshot=snapshot)
+    return resume
 
 
 class PushedSeq(int):

@@ -15,6 +15,9 @@ that builds group names: nobody else formats ``"chat_%s"``.
 | ``user.<id>`` | that user | nobody |
 | ``room.<room>`` (seed rooms) | anyone | nobody |
 | ``chat.<room>``, ``call.<id>`` | signed-in users | nobody |
+
+Presence (who is subscribed: ``ws/presence.py``) is on for ``chat.<room>`` and
+``call.<id>``; ``declare(name, presence=True)`` turns it on for one more topic.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class TopicPattern:
     # State-like topics (dashboards): a new or reset subscriber gets the latest
     # message as a snapshot; for the others (chat) old messages are not state.
     state_like: bool = False
+    # Subscribers see who else is subscribed (presence, join and leave frames).
+    presence: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,11 @@ class Topic:
         rule = _DECLARED.get(self.name, {}).get("publish", self.pattern.may_publish)
         return rule(user, self.param)
 
+    @property
+    def presence(self) -> bool:
+        """Whether subscribers of this topic see who else is subscribed."""
+        return _PRESENCE.get(self.name, self.pattern.presence)
+
 
 REGISTRY: dict[str, TopicPattern] = {
     pattern.kind: pattern
@@ -113,23 +123,36 @@ REGISTRY: dict[str, TopicPattern] = {
         ),
         TopicPattern("user", True, same_user, nobody, "one user's private messages"),
         TopicPattern(SEED_ROOM_KIND, True, anyone, nobody, "a seed heartbeat room"),
-        TopicPattern("chat", True, signed_in, nobody, "a chat room"),
-        TopicPattern("call", True, signed_in, nobody, "a call's signalling"),
+        TopicPattern("chat", True, signed_in, nobody, "a chat room", presence=True),
+        TopicPattern("call", True, signed_in, nobody, "a call's signalling", presence=True),
     )
 }
 
 
 _DECLARED: dict[str, dict[str, Rule]] = {}
+_PRESENCE: dict[str, bool] = {}
 
 
-def declare(topic: str, *, subscribe: Rule | None = None, publish: Rule | None = None) -> None:
-    """Give one topic its own rules instead of its pattern's (call from ``AppConfig.ready``)."""
+def declare(
+    topic: str,
+    *,
+    subscribe: Rule | None = None,
+    publish: Rule | None = None,
+    presence: bool | None = None,
+) -> None:
+    """Give one topic its own rules instead of its pattern's (call from ``AppConfig.ready``).
+
+    ``presence`` turns presence on or off for this topic alone. Declare in every
+    server process (``ready()`` runs in each): a topic's settings are per process.
+    """
     name = resolve(topic).name
     rules = _DECLARED.setdefault(name, {})
     if subscribe is not None:
         rules["subscribe"] = subscribe
     if publish is not None:
         rules["publish"] = publish
+    if presence is not None:
+        _PRESENCE[name] = presence
 
 
 def resolve(name: object) -> Topic:

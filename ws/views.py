@@ -1,9 +1,10 @@
-"""HTTP side of the transport: tokens for clients that cannot send cookies."""
+"""HTTP side of the transport: tokens for clients that cannot send cookies, metrics."""
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_POST
 
+from ws.metrics import render_prometheus
 from ws.tokens import issue_token
 
 
@@ -15,3 +16,8 @@ def token(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"token": issue_token(request.user), "expires_in": settings.PUSH_TOKEN_MAX_AGE_S}
     )
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """``GET /ws/metrics``: this process's counters, as Prometheus text."""
+    return HttpResponse(render_prometheus(), content_type="text/plain; version=0.0.4")

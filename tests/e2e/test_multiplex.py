@@ -8,7 +8,14 @@ import json
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.clients import closed_with, open_socket, recv_json, recv_until, subscribe
+from tests.support.clients import (
+    closed_with,
+    open_socket,
+    recv_json,
+    recv_through,
+    recv_until,
+    subscribe,
+)
 from tests.support.processes import manage
 from ws import apush
 
@@ -157,15 +164,26 @@ async def test_resubscribing_answers_where_the_socket_stands(daphne_server):
     await socket.close()
 
 
-async def test_a_lost_topic_history_makes_subscribers_resync_4000(daphne_server, redis_client):
+async def test_a_lost_topic_history_moves_subscribers_to_the_new_epoch(daphne_server, redis_client):
     socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
-    await subscribe(socket, "room.mux-flushed")
+    first = await subscribe(socket, "room.mux-flushed")
     for n in range(3):
         await apush("room.mux-flushed", n)
     for _ in range(3):
         await recv_json(socket)
 
-    # Redis loses the topic (as a restart without persistence would); seq starts over.
+    # Redis loses the topic (as a flush or an empty restart would); seq starts over.
     redis_client.delete("push:{room.mux-flushed}", "push:{room.mux-flushed}:h")
     assert await apush("room.mux-flushed", "after the loss") == 1
-    assert await closed_with(socket) == 4000
+    assert await apush("room.mux-flushed", "and after") == 2
+
+    # The socket is told it stands in a new history, which is replayed from its start.
+    told = await recv_json(socket)
+    assert told["op"] == "subscribed"
+    assert told["epoch"] != first["epoch"]
+    assert told["recovered"] is True
+    frames = await recv_through(socket, lambda frame: frame.get("data") == "and after")
+    messages = [(f["seq"], f["data"]) for f in frames if f["op"] == "message"]
+    assert messages == [(1, "after the loss"), (2, "and after")]
+    assert await apush("room.mux-flushed", "live") == 3
+    assert (await recv_json(socket))["data"] == "live"

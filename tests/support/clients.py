@@ -52,6 +52,17 @@ async def recv_until(
                 return frame
 
 
+async def recv_through(
+    socket: ClientConnection, predicate: Any, timeout: float = FRAME_TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """Every frame up to and including the first that satisfies ``predicate``."""
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while not frames or not predicate(frames[-1]):
+            frames.append(json.loads(await socket.recv()))
+    return frames
+
+
 async def subscribe(socket: ClientConnection, topic: str) -> dict[str, Any]:
     """Subscribe on the multiplexed endpoint and return the ``subscribed`` frame."""
     await socket.send(json.dumps({"op": "subscribe", "topic": topic}))

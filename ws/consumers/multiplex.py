@@ -9,10 +9,14 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from ws import topics
-from ws._publisher import Position
+from ws._publisher import Position, Resume
 from ws.consumers.base import PushConsumer
+from ws.consumers.presence import PresenceMixin
+from ws.layer_watch import ensure_layer_watch
+from ws.metrics import counters
 from ws.protocol import (
     PONG,
     ClientFrame,
@@ -26,12 +30,12 @@ from ws.protocol import (
     render_subscribed,
     render_unsubscribed,
 )
-from ws.push import apush, topic_resume
+from ws.push import apush, catch_up, topic_resume
 
 logger = logging.getLogger("ws")
 
 
-class MultiplexConsumer(PushConsumer):
+class MultiplexConsumer(PresenceMixin, PushConsumer):
     """The multiplexed endpoint ``ws/``: one socket, many topics."""
 
     async def connect(self) -> None:
@@ -39,6 +43,7 @@ class MultiplexConsumer(PushConsumer):
         # subscribe, or since), in which epoch. Older pushes are history to it.
         self.subscriptions: dict[str, Position] = {}
         self.auth_deadline: asyncio.Task[None] | None = None
+        ensure_layer_watch()
         await self.accept()
         if not await self.authenticate():
             return
@@ -56,6 +61,7 @@ class MultiplexConsumer(PushConsumer):
             self.auth_deadline.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.auth_deadline
+        await self.leave_all_presence()
         for topic in list(self.subscriptions):
             await self.channel_layer.group_discard(topics.group_name(topic), self.channel_name)
         self.subscriptions.clear()
@@ -111,24 +117,30 @@ class MultiplexConsumer(PushConsumer):
             await self.send(
                 text_data=render_subscribed(topic.name, held.seq, held.epoch, recovered=True)
             )
+            await self.join_presence(topic)
             return
         if held is None:
             await self.channel_layer.group_add(topics.group_name(topic.name), self.channel_name)
         # Read after joining the group: a push that lands in between is at or below
         # this position, is sent below if owed, and is not relayed twice.
         resume = await topic_resume(topic.name, since, epoch, snapshot=topic.pattern.state_like)
-        self.subscriptions[topic.name] = resume.position
+        await self.send_resume(topic.name, resume)
+        await self.join_presence(topic)
+
+    async def send_resume(self, topic: str, resume: Resume) -> None:
+        """Tell the socket where it stands in ``topic``, then replay or reset it."""
         position = resume.position
+        self.subscriptions[topic] = position
         await self.send(
             text_data=render_subscribed(
-                topic.name, position.seq, position.epoch, recovered=resume.recovered
+                topic, position.seq, position.epoch, recovered=resume.recovered
             )
         )
         for seq, body in resume.messages:
-            await self.send(text_data=render_message(topic.name, seq, body))
+            await self.send(text_data=render_message(topic, seq, body))
         if resume.snapshot is not None:
             seq, body = resume.snapshot
-            await self.send(text_data=render_message(topic.name, seq, body, reset=True))
+            await self.send(text_data=render_message(topic, seq, body, reset=True))
 
     async def recheck(self, reason: str) -> None:
         def still_allowed(user: Any, names: list[str]) -> set[str]:
@@ -139,11 +151,13 @@ class MultiplexConsumer(PushConsumer):
         for name in held:
             if name not in allowed:
                 self.subscriptions.pop(name, None)
+                await self.leave_presence(name)
                 await self.channel_layer.group_discard(topics.group_name(name), self.channel_name)
                 await self.send_error(CloseCode.FORBIDDEN, f"subscription revoked: {reason}", name)
 
     async def unsubscribe(self, topic: topics.Topic) -> None:
         if self.subscriptions.pop(topic.name, None) is not None:
+            await self.leave_presence(topic.name)
             await self.channel_layer.group_discard(topics.group_name(topic.name), self.channel_name)
         await self.send(text_data=render_unsubscribed(topic.name))
 
@@ -158,16 +172,60 @@ class MultiplexConsumer(PushConsumer):
 
     async def push_message(self, event: dict[str, Any]) -> None:
         topic, seq = event["topic"], event["seq"]
-        position = self.subscriptions.get(topic)
-        if position is None:
+        held = self.subscriptions.get(topic)
+        if held is None:
             return
-        if event["epoch"] != position.epoch:
-            # The topic's history was lost (Redis flushed or restarted empty) and its
-            # seq started again: the client's numbers mean nothing now. Resync.
-            logger.info("ws topic %s changed epoch; closing 4000 (%s)", topic, self.scope_client())
-            await self.close(code=CloseCode.RESYNC)
+        if event["epoch"] == held.epoch and seq <= held.seq:
+            return  # sent already (in a replay, say)
+        if event["epoch"] != held.epoch or seq > held.seq + 1:
+            # Messages were lost on the way (Redis restarted, this socket's queue
+            # overflowed) or the topic's history began again (Redis flushed): send
+            # the socket what it missed from the history instead.
+            await self.catch_up(topic)
             return
-        if seq <= position.seq:
-            return
-        self.subscriptions[topic] = Position(seq, position.epoch)
+        self.subscriptions[topic] = Position(seq, held.epoch)
         await self.send(text_data=render_message(topic, seq, event["body"]))
+
+    async def catch_up(self, topic: str) -> None:
+        """Send what the socket missed in ``topic``: a replay, or a reset, after a
+        ``subscribed`` frame saying where it stands now. Nothing when it missed nothing."""
+        held = self.subscriptions.get(topic)
+        if held is None:
+            return
+        try:
+            resume = await catch_up(topic, held, snapshot=topics.resolve(topic).pattern.state_like)
+        except (RedisError, OSError) as error:
+            # Redis went away again: the layer watch asks for another catch-up later.
+            logger.warning(
+                "ws could not catch up on %s: %s (%s)", topic, error, self.scope_client()
+            )
+            return
+        if resume.recovered and resume.position == held:
+            return
+        counters.catchups += 1
+        logger.info(
+            "ws catching up on %s from %d/%s to %d/%s recovered=%s (%s)",
+            topic,
+            held.seq,
+            held.epoch,
+            resume.position.seq,
+            resume.position.epoch,
+            resume.recovered,
+            self.scope_client(),
+        )
+        await self.send_resume(topic, resume)
+
+    async def push_catchup(self, event: dict[str, Any]) -> None:
+        """The layer watch says Redis lost messages owed to this process: catch up."""
+        for topic in list(self.subscriptions):
+            await self.catch_up(topic)
+            try:  # joins and leaves may have been lost too: the list, afresh
+                await self.join_presence(topics.resolve(topic))
+            except (RedisError, OSError) as error:
+                logger.warning("ws could not refresh presence of %s: %s", topic, error)
+
+    async def push_overflow(self, event: dict[str, Any]) -> None:
+        """This socket's queue overflowed and messages were dropped: catch up on all."""
+        logger.warning("ws socket fell behind; catching up (%s)", self.scope_client())
+        await self.push_catchup(event)
+        await self.recheck("queue overflowed")  # an access change may have been dropped

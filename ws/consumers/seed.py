@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
+from redis.exceptions import RedisError
 
 from ws import topics
+from ws._publisher import Position
 from ws.consumers.base import PushConsumer
+from ws.layer_watch import ensure_layer_watch
+from ws.metrics import counters
 from ws.protocol import (
     SEED_GREETING,
     CloseCode,
@@ -17,6 +22,9 @@ from ws.protocol import (
     render_seed_error,
     render_seed_message,
 )
+from ws.push import catch_up, topic_resume
+
+logger = logging.getLogger("ws")
 
 
 class SeedRoomConsumer(PushConsumer):
@@ -28,8 +36,10 @@ class SeedRoomConsumer(PushConsumer):
     """
 
     group: str | None = None
+    position = Position(0, "")
 
     async def connect(self) -> None:
+        ensure_layer_watch()
         room = self.scope["url_route"]["kwargs"]["room_name"]
         try:
             self.topic = topics.seed_room_topic(room)
@@ -50,6 +60,8 @@ class SeedRoomConsumer(PushConsumer):
             return
         self.group = topics.group_name(self.topic)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        # Where the room stands as the client joins: later gaps are replayed from here.
+        self.position = (await topic_resume(self.topic, None, None, snapshot=False)).position
         await self.send(text_data=SEED_GREETING)
 
     async def disconnect(self, code: int) -> None:
@@ -74,7 +86,32 @@ class SeedRoomConsumer(PushConsumer):
         await self.send(text_data=render_seed_error(code, message))
 
     async def push_message(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=render_seed_message(event["seq"], event["body"]))
+        held, seq = self.position, event["seq"]
+        if event["epoch"] == held.epoch and seq <= held.seq:
+            return  # sent already
+        if event["epoch"] != held.epoch or seq > held.seq + 1:
+            await self.push_catchup(event)  # messages were lost on the way: replay them
+            return
+        self.position = Position(seq, held.epoch)
+        await self.send(text_data=render_seed_message(seq, event["body"]))
+
+    async def push_catchup(self, event: dict[str, Any]) -> None:
+        """Send what the client missed (the seed's clients cannot ask for it)."""
+        try:
+            resume = await catch_up(self.topic, self.position, snapshot=False)
+        except (RedisError, OSError) as error:
+            logger.warning("ws could not catch up on %s: %s", self.topic, error)
+            return
+        if resume.messages:
+            counters.catchups += 1
+        self.position = resume.position
+        for seq, body in resume.messages:
+            await self.send(text_data=render_seed_message(seq, body))
+
+    async def push_overflow(self, event: dict[str, Any]) -> None:
+        """The queue overflowed and messages were dropped: replay them, recheck access."""
+        await self.push_catchup(event)
+        await self.recheck("queue overflowed")
 
     async def chat_data(self, event: dict[str, Any]) -> None:
         """The seed's own event, for code that still sends to ``chat_<room>`` directly."""
