@@ -39,6 +39,8 @@ from django.utils.module_loading import import_string
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.commands.core import AsyncScript
 
+from ws.topics import Retention
+
 T = TypeVar("T")
 
 PUSH_EVENT_TYPE = "push.message"
@@ -61,7 +63,7 @@ end
 # ARGV[1] epoch for a topic that has none; ARGV[2] message body (JSON members);
 # ARGV[3] layer channel of the group; ARGV[4] topic; ARGV[5] history size;
 # ARGV[6] event type; ARGV[7] time in ms; ARGV[8] seconds an idle history is kept;
-# ARGV[9] the idempotency key ('' for none).
+# ARGV[9] the idempotency key ('' for none); ARGV[10] seconds the key is remembered.
 _PUBLISH_LUA = (
     """
 if ARGV[9] ~= '' then
@@ -83,7 +85,7 @@ end
 redis.call('PUBLISH', ARGV[3], cmsgpack.pack({
   type = ARGV[6], topic = ARGV[4], seq = seq, epoch = epoch, body = ARGV[2]}))
 if ARGV[9] ~= '' then
-  redis.call('SET', KEYS[3], seq .. ':' .. epoch, 'EX', ARGV[8])
+  redis.call('SET', KEYS[3], seq .. ':' .. epoch, 'EX', ARGV[10])
 end
 return {seq, epoch}
 """
@@ -137,6 +139,10 @@ class Position:
 
     seq: int
     epoch: str
+
+
+def _default_retention() -> Retention:
+    return Retention(size=settings.PUSH_HISTORY_SIZE, ttl_s=settings.PUSH_HISTORY_TTL_S)
 
 
 def _new_epoch() -> str:
@@ -270,12 +276,16 @@ class Publisher:
         channel = f"{state.prefix}__group__{group}"  # as RedisPubSubLoopLayer names it
         return state.shards[_consistent_hash(channel, len(state.shards))], channel
 
-    async def publish(self, topic: str, group: str, body: str, key: str = "") -> Position:
+    async def publish(
+        self, topic: str, group: str, body: str, key: str = "", retention: Retention | None = None
+    ) -> Position:
         """Number, store and publish one message body; return its position.
 
-        With ``key``, a repeat within ``PUSH_HISTORY_TTL_S`` publishes nothing and
+        ``retention`` (default: the settings') bounds the topic's history. With
+        ``key``, a repeat within ``PUSH_HISTORY_TTL_S`` publishes nothing and
         returns the first push's position.
         """
+        retention = retention or _default_retention()
         shard, channel = self._route(group)
         seq, epoch = await _script_on(shard, _PUBLISH_LUA)(
             keys=[*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"],
@@ -284,21 +294,29 @@ class Publisher:
                 body,
                 channel,
                 topic,
-                settings.PUSH_HISTORY_SIZE,
+                retention.size,
                 PUSH_EVENT_TYPE,
                 int(time.time() * 1000),
-                settings.PUSH_HISTORY_TTL_S,
+                retention.ttl_s,
                 key,
+                settings.PUSH_HISTORY_TTL_S,
             ],
         )
         return Position(int(seq), _text(epoch))
 
     async def resume(
-        self, topic: str, group: str, since: int | None, epoch: str | None, snapshot: bool
+        self,
+        topic: str,
+        group: str,
+        since: int | None,
+        epoch: str | None,
+        snapshot: bool,
+        retention: Retention | None = None,
     ) -> Resume:
         """Where the topic stands and what a client at (``since``, ``epoch``) missed."""
         shard, _ = self._route(group)  # where publish() keeps the topic
-        oldest_ms = int((time.time() - settings.PUSH_HISTORY_TTL_S) * 1000)
+        retention = retention or _default_retention()
+        oldest_ms = int((time.time() - retention.ttl_s) * 1000)
         result = await _script_on(shard, _RESUME_LUA)(
             keys=_meta_keys(topic),
             args=[

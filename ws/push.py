@@ -14,7 +14,7 @@ process as ``{"msg": ..., "code": ..., "data": ...}``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction
@@ -36,31 +36,36 @@ def push(
     the first ``seq``. Raises ``topics.UnknownTopic`` for a name no pattern knows,
     and redis-py's ``ConnectionError`` while Redis is unreachable.
     """
-    group, body, key = _prepare(topic, data, msg, code, key)
-    return publisher.run(lambda: publisher.publish(topic, group, body, key)).seq
+    return publisher.run(_publication(topic, data, msg, code, key)).seq
 
 
 async def apush(
     topic: str, data: Any = None, *, msg: str = "success", code: int = 200, key: str | None = None
 ) -> int:
     """``push`` for async code."""
-    group, body, key = _prepare(topic, data, msg, code, key)
-    position = await publisher.arun(lambda: publisher.publish(topic, group, body, key))
+    position = await publisher.arun(_publication(topic, data, msg, code, key))
     return position.seq
 
 
-def _prepare(topic: str, data: Any, msg: str, code: int, key: str | None) -> tuple[str, str, str]:
+def _publication(
+    topic: str, data: Any, msg: str, code: int, key: str | None
+) -> Callable[[], Awaitable[Position]]:
+    """The publish call of one push, checked and encoded here, in the caller's thread."""
     if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
         raise ValueError("key must be a non-empty string of at most 200 characters")
-    return topics.group_name(topic), encode_body(data, msg, code), key or ""
+    group, body = topics.group_name(topic), encode_body(data, msg, code)
+    retention = topics.resolve(topic).retention
+    return lambda: publisher.publish(topic, group, body, key or "", retention)
 
 
 async def topic_resume(
     topic: str, since: int | None, epoch: str | None, *, snapshot: bool
 ) -> Resume:
     """What a subscriber at (``since``, ``epoch``) missed: all of it, or a reset."""
-    group = topics.group_name(topic)
-    return await publisher.arun(lambda: publisher.resume(topic, group, since, epoch, snapshot))
+    group, retention = topics.group_name(topic), topics.resolve(topic).retention
+    return await publisher.arun(
+        lambda: publisher.resume(topic, group, since, epoch, snapshot, retention)
+    )
 
 
 async def catch_up(topic: str, held: Position, *, snapshot: bool) -> Resume:

@@ -27,7 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 __all__ = [
+    "Retention",
     "Topic",
     "UnknownTopic",
     "access_group",
@@ -90,6 +93,17 @@ class TopicPattern:
     state_like: bool = False
     # Subscribers see who else is subscribed (presence, join and leave frames).
     presence: bool = False
+    # History kept for resume: messages and seconds (None: PUSH_HISTORY_SIZE / _TTL_S).
+    history_size: int | None = None
+    history_ttl_s: int | None = None
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much of a topic's history is kept for resume: ``size`` messages, ``ttl_s`` seconds."""
+
+    size: int
+    ttl_s: int
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,17 @@ class Topic:
         """Whether subscribers of this topic see who else is subscribed."""
         return _PRESENCE.get(self.name, self.pattern.presence)
 
+    @property
+    def retention(self) -> Retention:
+        """The history kept for this topic: declared, else its pattern's, else the settings'."""
+        declared = _RETENTION.get(self.name, {})
+        size = declared.get("size", self.pattern.history_size)
+        ttl_s = declared.get("ttl_s", self.pattern.history_ttl_s)
+        return Retention(
+            size=settings.PUSH_HISTORY_SIZE if size is None else size,
+            ttl_s=settings.PUSH_HISTORY_TTL_S if ttl_s is None else ttl_s,
+        )
+
 
 REGISTRY: dict[str, TopicPattern] = {
     pattern.kind: pattern
@@ -124,13 +149,17 @@ REGISTRY: dict[str, TopicPattern] = {
         TopicPattern("user", True, same_user, nobody, "one user's private messages"),
         TopicPattern(SEED_ROOM_KIND, True, anyone, nobody, "a seed heartbeat room"),
         TopicPattern("chat", True, signed_in, nobody, "a chat room", presence=True),
-        TopicPattern("call", True, signed_in, nobody, "a call's signalling", presence=True),
+        # Call signalling is stale within a minute: no point replaying an old offer.
+        TopicPattern(
+            "call", True, signed_in, nobody, "a call's signalling", presence=True, history_ttl_s=60
+        ),
     )
 }
 
 
 _DECLARED: dict[str, dict[str, Rule]] = {}
 _PRESENCE: dict[str, bool] = {}
+_RETENTION: dict[str, dict[str, int]] = {}
 
 
 def declare(
@@ -139,11 +168,14 @@ def declare(
     subscribe: Rule | None = None,
     publish: Rule | None = None,
     presence: bool | None = None,
+    history_size: int | None = None,
+    history_ttl_s: int | None = None,
 ) -> None:
     """Give one topic its own rules instead of its pattern's (call from ``AppConfig.ready``).
 
-    ``presence`` turns presence on or off for this topic alone. Declare in every
-    server process (``ready()`` runs in each): a topic's settings are per process.
+    ``presence`` turns presence on or off for this topic alone; ``history_size``
+    and ``history_ttl_s`` set how much of its history is kept for resume. Declare
+    in every process (``ready()`` runs in each): a topic's settings are per process.
     """
     name = resolve(topic).name
     rules = _DECLARED.setdefault(name, {})
@@ -153,6 +185,11 @@ def declare(
         rules["publish"] = publish
     if presence is not None:
         _PRESENCE[name] = presence
+    for field_name, value in (("size", history_size), ("ttl_s", history_ttl_s)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"history_{field_name} must be a non-negative int")
+            _RETENTION.setdefault(name, {})[field_name] = value
 
 
 def resolve(name: object) -> Topic:

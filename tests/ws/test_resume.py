@@ -12,7 +12,7 @@ import pytest
 from project.redis_server import free_port
 from tests.support.clients import open_socket, recv_json
 from tests.support.processes import DaphneServer
-from ws import apush
+from ws import apush, topics
 
 
 async def subscribe_from(
@@ -88,6 +88,25 @@ async def test_a_gap_larger_than_the_replay_limit_is_reset(daphne_server, settin
         daphne_server, "room.rs-gap", first["seq"], first["epoch"]
     )
     assert (behind["recovered"], sent) == (False, [])
+
+
+async def test_a_topic_can_keep_a_history_of_its_own_size(daphne_server, redis_client):
+    topics.declare("room.rs-own", history_size=3)  # in the publishing process (this one)
+    first, _, _ = await subscribe_from(daphne_server, "room.rs-own")
+    seqs = await pushes("room.rs-own", 5)
+    assert redis_client.xlen("push:{room.rs-own}:h") == 3
+    far, sent, _ = await subscribe_from(daphne_server, "room.rs-own", first["seq"], first["epoch"])
+    assert (far["recovered"], sent) == (False, [])
+    near, sent, _ = await subscribe_from(daphne_server, "room.rs-own", seqs[1], first["epoch"])
+    assert near["recovered"] is True
+    assert [f["seq"] for f in sent] == seqs[2:]
+
+
+def test_call_signalling_is_kept_a_minute_and_others_as_configured(settings):
+    assert topics.resolve("call.7").retention == topics.Retention(
+        size=settings.PUSH_HISTORY_SIZE, ttl_s=60
+    )
+    assert topics.resolve("chat.lobby").retention.ttl_s == settings.PUSH_HISTORY_TTL_S
 
 
 @pytest.fixture(scope="module")
