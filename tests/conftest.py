@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from project.redis_server import RedisServer, free_port
 from tests.support.clients import close_opened_sockets
-from tests.support.processes import ChildProcess, DaphneServer
+from tests.support.processes import CeleryWorker, DaphneServer
 
 REDIS_SERVER = pytest.StashKey[RedisServer]()
 DEVELOPMENT_DB_NAME = pytest.StashKey[str]()
@@ -142,21 +142,12 @@ def daphne_server(child_env: dict[str, str], log_dir: Path) -> Iterator[DaphneSe
 
 
 @pytest.fixture(scope="session")
-def celery_worker(child_env: dict[str, str], log_dir: Path) -> Iterator[ChildProcess]:
+def celery_worker(child_env: dict[str, str], log_dir: Path) -> Iterator[CeleryWorker]:
     """A real Celery worker (prefork pool, two child processes) on the session's Redis."""
     from project.celery import app
 
-    name = f"test-{os.getpid()}@localhost"
-    argv = [
-        sys.executable, "-m", "celery", "-A", "project", "worker",
-        "--pool", "prefork", "--concurrency", "2", "--hostname", name,
-        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-        "--include", "tests.support.celery_tasks",
-    ]  # fmt: skip
-    worker = ChildProcess("celery-worker", argv, child_env, log_dir)
-    worker.wait_until(
-        lambda: bool(app.control.ping(destination=[name], timeout=0.5)), 60, "reply to ping"
-    )
+    worker = CeleryWorker(child_env, log_dir, f"test-{os.getpid()}@localhost", "celery-worker")
+    assert app.control.ping(destination=[worker.hostname], timeout=5)
     yield worker
     worker.stop()
 

@@ -92,6 +92,26 @@ def http_ok(url: str) -> bool:
         return False
 
 
+class CeleryWorker(ChildProcess):
+    """A real Celery worker (prefork pool) that also loads the tests' own tasks.
+
+    Ready once its log says so; ``hostname`` names it for ``control.ping``.
+    """
+
+    def __init__(
+        self, env: Mapping[str, str], log_dir: Path, hostname: str, name: str, concurrency: int = 2
+    ):
+        self.hostname = hostname
+        argv = [
+            sys.executable, "-m", "celery", "-A", "project", "worker",
+            "--pool", "prefork", "--concurrency", str(concurrency), "--hostname", hostname,
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+            "--include", "tests.support.celery_tasks",
+        ]  # fmt: skip
+        super().__init__(name, argv, env, log_dir)
+        self.wait_until(lambda: f"{hostname} ready." in self.log_text(), 60, "ready")
+
+
 class DaphneServer(ChildProcess):
     """daphne, started with the seed's flags on a free port of 127.0.0.1."""
 
