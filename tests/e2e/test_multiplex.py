@@ -141,8 +141,8 @@ async def test_a_frame_over_daphnes_limit_drops_that_socket_only(daphne_server):
     bystander = await open_socket(daphne_server.ws_url("/ws/heartbeat/big/"), daphne_server.origin)
     await recv_json(bystander)
     offender = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin, max_size=None)
-    await offender.send("x" * (2 * 1024 * 1024))
-    with pytest.raises(ConnectionClosed) as closed:
+    with pytest.raises(ConnectionClosed) as closed:  # while sending, or just after
+        await offender.send("x" * (2 * 1024 * 1024))
         await offender.recv()
     assert closed.value.rcvd is None  # no close frame: the TCP connection was dropped
 
