@@ -141,9 +141,13 @@ async def test_a_frame_over_daphnes_limit_drops_that_socket_only(daphne_server):
     bystander = await open_socket(daphne_server.ws_url("/ws/heartbeat/big/"), daphne_server.origin)
     await recv_json(bystander)
     offender = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin, max_size=None)
-    with pytest.raises(ConnectionClosed) as closed:  # while sending, or just after
+
+    async def send_too_much_then_read() -> None:
         await offender.send("x" * (2 * 1024 * 1024))
         await offender.recv()
+
+    with pytest.raises(ConnectionClosed) as closed:  # while sending, or just after
+        await send_too_much_then_read()
     assert closed.value.rcvd is None  # no close frame: the TCP connection was dropped
 
     seq = await apush("room.big", "fine")
