@@ -141,6 +141,10 @@ class Position:
     epoch: str
 
 
+# Pushes per second, every process counted: one counter per second, kept two minutes.
+_RATE_KEY = "push:stats:pushes"
+
+
 def _default_retention() -> Retention:
     return Retention(size=settings.PUSH_HISTORY_SIZE, ttl_s=settings.PUSH_HISTORY_TTL_S)
 
@@ -287,21 +291,29 @@ class Publisher:
         """
         retention = retention or _default_retention()
         shard, channel = self._route(group)
-        seq, epoch = await _script_on(shard, _PUBLISH_LUA)(
-            keys=[*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"],
-            args=[
-                _new_epoch(),
-                body,
-                channel,
-                topic,
-                retention.size,
-                PUSH_EVENT_TYPE,
-                int(time.time() * 1000),
-                retention.ttl_s,
-                key,
-                settings.PUSH_HISTORY_TTL_S,
-            ],
-        )
+        now = time.time()
+        rate_key = f"{_RATE_KEY}:{int(now)}"
+        async with shard.client.pipeline(transaction=False) as pipe:
+            await _script_on(shard, _PUBLISH_LUA)(
+                keys=[*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"],
+                args=[
+                    _new_epoch(),
+                    body,
+                    channel,
+                    topic,
+                    retention.size,
+                    PUSH_EVENT_TYPE,
+                    int(now * 1000),
+                    retention.ttl_s,
+                    key,
+                    settings.PUSH_HISTORY_TTL_S,
+                ],
+                client=pipe,
+            )
+            # Counted in the same round trip, for the system dashboard's pushes per second.
+            pipe.incr(rate_key)
+            pipe.expire(rate_key, 120)
+            (seq, epoch), _, _ = await pipe.execute()
         return Position(int(seq), _text(epoch))
 
     async def resume(
@@ -334,6 +346,15 @@ class Publisher:
             return Resume(position, True, entries, None)
         return Resume(position, False, [], entries[0] if entries else None)
 
+    async def last_pushed_at(self, topic: str, group: str) -> float | None:
+        """When the newest message kept in ``topic``'s history was pushed (epoch seconds)."""
+        shard, _ = self._route(group)
+        newest = await shard.client.xrevrange(_meta_keys(topic)[1], count=1)
+        if not newest:
+            return None
+        fields = {_text(key): _text(value) for key, value in newest[0][1].items()}
+        return int(fields["t"]) / 1000
+
     async def run_script(self, lua: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script on the shard that holds ``keys[0]``."""
         state = self._connected()
@@ -356,6 +377,40 @@ class Publisher:
         state = self._connected()
         answers = [await _script_on(shard, lua)(keys=keys, args=args) for shard in state.shards]
         return tuple(_text(answer) if isinstance(answer, bytes) else answer for answer in answers)
+
+    async def replace_hash(self, key: str, mapping: dict[str, Any], ttl_s: float) -> None:
+        """Make ``key`` a hash of exactly ``mapping``, expiring after ``ttl_s``."""
+        state = self._connected()
+        client = state.shards[_consistent_hash(key, len(state.shards))].client
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=mapping)
+            pipe.pexpire(key, int(ttl_s * 1000))
+            await pipe.execute()
+
+    async def hashes_matching(self, pattern: str, field: str) -> list[Any]:
+        """``field`` of every hash whose key matches ``pattern``, on every shard."""
+        values: list[Any] = []
+        for shard in self._connected().shards:
+            keys = [key async for key in shard.client.scan_iter(match=pattern, count=500)]
+            for key in keys:
+                values.append(await shard.client.hget(key, field))
+        return values
+
+    async def group_listeners(self, group: str) -> int:
+        """How many server processes subscribe to ``group``'s channel (its members' hosts)."""
+        shard, channel = self._route(group)
+        counts = await shard.client.pubsub_numsub(channel)
+        return int(counts[0][1]) if counts else 0
+
+    async def pushes_per_s(self, window_s: int = 10) -> float:
+        """Pushes per second over the last ``window_s`` seconds (this one too), all processes."""
+        now = int(time.time())
+        keys = [f"{_RATE_KEY}:{second}" for second in range(now - window_s + 1, now + 1)]
+        total = 0
+        for shard in self._connected().shards:
+            total += sum(int(v) for v in await shard.client.mget(keys) if v is not None)
+        return total / window_s
 
     async def send_event(self, group: str, event: dict[str, Any]) -> None:
         """Send an unnumbered event (not a message) to a group's members, as the layer would."""

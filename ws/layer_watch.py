@@ -37,6 +37,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from ws._publisher import publisher
+from ws.census import census, census_ttl_s
 from ws.metrics import counters
 
 logger = logging.getLogger("ws")
@@ -90,6 +91,7 @@ class LayerWatch:
                 if not healthy or now != epochs:
                     self.catch_up("Redis came back" if not healthy else "Redis was flushed")
                 healthy, epochs = True, now
+                await self.write_census()
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,6 +141,13 @@ class LayerWatch:
         except (RedisError, OSError, TimeoutError):
             return None
         return epochs
+
+    async def write_census(self) -> None:
+        """This process's socket counts, for readers in every process (ws/census.py)."""
+        try:
+            await census.write(census_ttl_s())
+        except (RedisError, OSError) as error:
+            logger.warning("ws could not write the socket census: %s", error)
 
     def catch_up(self, reason: str) -> None:
         counters.layer_recoveries += 1

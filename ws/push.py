@@ -23,7 +23,7 @@ from ws import topics
 from ws._publisher import Position, Resume, publisher
 from ws.protocol import encode_body
 
-__all__ = ["SendMessage", "apush", "catch_up", "push", "topic_resume"]
+__all__ = ["SendMessage", "apush", "catch_up", "last_pushed_at", "push", "topic_resume"]
 
 
 def push(
@@ -66,6 +66,12 @@ async def topic_resume(
     return await publisher.arun(
         lambda: publisher.resume(topic, group, since, epoch, snapshot, retention)
     )
+
+
+def last_pushed_at(topic: str) -> float | None:
+    """When ``topic``'s newest kept message was pushed (epoch seconds), or None."""
+    group = topics.group_name(topic)
+    return publisher.run(lambda: publisher.last_pushed_at(topic, group))
 
 
 async def catch_up(topic: str, held: Position, *, snapshot: bool) -> Resume:

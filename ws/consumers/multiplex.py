@@ -13,8 +13,10 @@ from redis.exceptions import RedisError
 
 from ws import topics
 from ws._publisher import Position, Resume
+from ws.census import census
 from ws.consumers.base import PushConsumer
 from ws.consumers.presence import PresenceMixin
+from ws.hooks import topic_subscribed
 from ws.layer_watch import ensure_layer_watch
 from ws.metrics import counters
 from ws.protocol import (
@@ -38,6 +40,8 @@ logger = logging.getLogger("ws")
 class MultiplexConsumer(PresenceMixin, PushConsumer):
     """The multiplexed endpoint ``ws/``: one socket, many topics."""
 
+    counted = False  # in this process's census of open sockets
+
     async def connect(self) -> None:
         # topic -> where this socket stands in it: the last seq it was given (at
         # subscribe, or since), in which epoch. Older pushes are history to it.
@@ -45,6 +49,8 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         self.auth_deadline: asyncio.Task[None] | None = None
         ensure_layer_watch()
         await self.accept()
+        census.opened()
+        self.counted = True
         if not await self.authenticate():
             return
         if self.awaiting_token:
@@ -61,11 +67,19 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
             self.auth_deadline.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.auth_deadline
-        await self.leave_all_presence()
         for topic in list(self.subscriptions):
-            await self.channel_layer.group_discard(topics.group_name(topic), self.channel_name)
-        self.subscriptions.clear()
+            await self.leave_topic(topic)
+        if self.counted:
+            census.closed()
         await super().disconnect(code)
+
+    async def leave_topic(self, name: str) -> None:
+        """Stop relaying ``name`` to this socket: its group, its presence, the census."""
+        if self.subscriptions.pop(name, None) is None:
+            return
+        census.left(name)
+        await self.leave_presence(name)
+        await self.channel_layer.group_discard(topics.group_name(name), self.channel_name)
 
     async def handle_text(self, text: str) -> None:
         frame: ClientFrame = parse_client_frame(text)
@@ -119,13 +133,30 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
             )
             await self.join_presence(topic)
             return
+        group = topics.group_name(topic.name)
         if held is None:
-            await self.channel_layer.group_add(topics.group_name(topic.name), self.channel_name)
+            await self.channel_layer.group_add(group, self.channel_name)
         # Read after joining the group: a push that lands in between is at or below
         # this position, is sent below if owed, and is not relayed twice.
-        resume = await topic_resume(topic.name, since, epoch, snapshot=topic.pattern.state_like)
+        try:
+            resume = await topic_resume(topic.name, since, epoch, snapshot=topic.pattern.state_like)
+        except BaseException:
+            if held is None:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            raise
+        if held is None:
+            census.joined(topic.name)
         await self.send_resume(topic.name, resume)
+        if held is None:
+            await self.announce_subscribed(topic.name)
         await self.join_presence(topic)
+
+    async def announce_subscribed(self, topic: str) -> None:
+        """Tell other apps (``ws.hooks.topic_subscribed``); their errors are only logged."""
+        answers = await topic_subscribed.asend_robust(sender=type(self), topic=topic)
+        for receiver, answer in answers:
+            if isinstance(answer, Exception):
+                logger.warning("ws topic_subscribed receiver %r failed: %r", receiver, answer)
 
     async def send_resume(self, topic: str, resume: Resume) -> None:
         """Tell the socket where it stands in ``topic``, then replay or reset it."""
@@ -150,15 +181,11 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         allowed = await database_sync_to_async(still_allowed)(self.user, held)
         for name in held:
             if name not in allowed:
-                self.subscriptions.pop(name, None)
-                await self.leave_presence(name)
-                await self.channel_layer.group_discard(topics.group_name(name), self.channel_name)
+                await self.leave_topic(name)
                 await self.send_error(CloseCode.FORBIDDEN, f"subscription revoked: {reason}", name)
 
     async def unsubscribe(self, topic: topics.Topic) -> None:
-        if self.subscriptions.pop(topic.name, None) is not None:
-            await self.leave_presence(topic.name)
-            await self.channel_layer.group_discard(topics.group_name(topic.name), self.channel_name)
+        await self.leave_topic(topic.name)
         await self.send(text_data=render_unsubscribed(topic.name))
 
     async def publish(self, topic: topics.Topic, data: Any) -> None:

@@ -64,11 +64,6 @@ class PresenceMixin:
             # No longer refreshed, the entry expires and a sweep announces the leave.
             logger.warning("ws could not leave presence of %s: %s", name, error)
 
-    async def leave_all_presence(self) -> None:
-        """On disconnect: leave every presence topic of the socket."""
-        for name in list(self._told()):
-            await self.leave_presence(name)
-
     async def presence_join(self, event: dict[str, Any]) -> None:
         """Someone joined a topic: tell the socket, unless it knows already."""
         await self._forward("join", event)

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from ws import topics
 from ws._publisher import Position
+from ws.census import census
 from ws.consumers.base import PushConsumer
 from ws.layer_watch import ensure_layer_watch
 from ws.metrics import counters
@@ -36,6 +37,7 @@ class SeedRoomConsumer(PushConsumer):
     """
 
     group: str | None = None
+    counted = False  # in this process's census
     position = Position(0, "")
 
     async def connect(self) -> None:
@@ -60,6 +62,9 @@ class SeedRoomConsumer(PushConsumer):
             return
         self.group = topics.group_name(self.topic)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        census.opened()
+        census.joined(self.topic)
+        self.counted = True
         # Where the room stands as the client joins: later gaps are replayed from here.
         self.position = (await topic_resume(self.topic, None, None, snapshot=False)).position
         await self.send(text_data=SEED_GREETING)
@@ -67,6 +72,9 @@ class SeedRoomConsumer(PushConsumer):
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.counted:
+            census.left(self.topic)
+            census.closed()
         await super().disconnect(code)
 
     async def may_listen(self) -> bool:
