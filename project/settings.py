@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "ws",
     "tasks",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -129,6 +130,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests run the server in other processes, which must see the same file; one
     # file per test session, so two sessions in one checkout do not collide.
     DATABASES["default"]["TEST"] = {"NAME": str(RUN_DIR / f"test-db-{os.getpid()}.sqlite3")}
+else:
+    # One test database per test session here too (test_<name>_<pid>).
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -217,6 +221,10 @@ PUSH_TOKEN_MAX_AGE_S = env_int("PUSH_TOKEN_MAX_AGE_S", 300)
 PUSH_AUTH_TIMEOUT_S = env_float("PUSH_AUTH_TIMEOUT_S", 5.0)
 PUSH_CLOCK_INTERVAL_S = env_float("PUSH_CLOCK_INTERVAL_S", 5.0)
 PUSH_CLOCK_SEED_ROOM = os.environ.get("PUSH_CLOCK_SEED_ROOM", "clock")
+# Model changes recompute a dashboard at most this often (every process counted).
+DASHBOARD_COALESCE_MS = env_int("DASHBOARD_COALESCE_MS", 250)
+# How often beat looks for scheduled admin broadcasts whose send time has passed.
+BROADCAST_CHECK_S = env_float("BROADCAST_CHECK_S", 10.0)
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL
@@ -241,13 +249,20 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.5,
     "interval_max": 2,
 }
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler, after syncing the code's schedules (tasks/beat.py).
+CELERY_BEAT_SCHEDULER = "tasks.beat:Scheduler"
 CELERY_BEAT_SCHEDULE = {
     "dashboard-clock": {
         "task": "tasks.tasks.push_clock",
         "schedule": PUSH_CLOCK_INTERVAL_S,
         # A stopped worker must not face a burst of stale clock ticks when it returns.
         "options": {"expires": PUSH_CLOCK_INTERVAL_S},
+    },
+    "send-due-broadcasts": {
+        "task": "tasks.tasks.send_due_broadcasts",
+        "schedule": BROADCAST_CHECK_S,
+        # The next check finds the same broadcasts: a missed one need not be kept.
+        "options": {"expires": BROADCAST_CHECK_S},
     },
 }
 

@@ -3,10 +3,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from dashboard import views as dashboard_views
 from project import views
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", dashboard_views.index, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("ws/", include("ws.urls")),

@@ -1,13 +1,6 @@
-"""The landing page and a health check."""
+"""A health check. (The page at ``/`` is ``dashboard.views.index``.)"""
 
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    """What runs here, with the live clock pushed by beat."""
-    return render(request, "home.html", {"clock_room": settings.PUSH_CLOCK_SEED_ROOM})
+from django.http import HttpRequest, JsonResponse
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

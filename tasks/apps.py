@@ -8,8 +8,10 @@ class TasksConfig(AppConfig):
     verbose_name = "Push tasks"
 
     def ready(self) -> None:
+        from tasks import signals, system  # noqa: F401 - system registers its dashboard
         from tasks.tasks import CLOCK_TOPIC
         from ws import topics
 
+        signals.connect()
         # The server clock is no secret: every page may show it.
         topics.declare(CLOCK_TOPIC, subscribe=topics.anyone)

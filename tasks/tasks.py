@@ -43,3 +43,31 @@ def push_clock() -> int:
             {"code": 200, "msg": "clock", "data": reading}
         )
     return seq
+
+
+@shared_task(name="tasks.tasks.deliver_broadcast", **RETRY_POLICY)
+def deliver_broadcast(broadcast_id: int) -> int:
+    """Send an admin broadcast once; returns how many sockets were subscribed (0 if sent before)."""
+    from tasks import broadcasts  # it imports this module (and the models) itself
+
+    return broadcasts.deliver(broadcast_id)
+
+
+@shared_task(name="tasks.tasks.send_due_broadcasts", ignore_result=True, **RETRY_POLICY)
+def send_due_broadcasts() -> int:
+    """Queue delivery of the broadcasts whose ``send_at`` has passed (beat runs it)."""
+    from tasks import broadcasts
+
+    return broadcasts.send_due()
+
+
+@shared_task(name="tasks.tasks.refresh_dashboard", ignore_result=True, **RETRY_POLICY)
+def refresh_dashboard(name: str, coalesced: bool = False) -> int | None:
+    """Recompute dashboard ``name`` and push it, unless nobody subscribes anywhere.
+
+    Beat runs it on the dashboard's schedule; model changes run it ``coalesced``
+    (see ``tasks.dashboards.request_refresh``).
+    """
+    from tasks import dashboards
+
+    return dashboards.run_refresh(name, coalesced=coalesced)

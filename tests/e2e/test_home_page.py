@@ -1,4 +1,7 @@
-"""The landing page in a real headless Chromium: it only subscribes and renders."""
+"""The page at ``/`` (the live dashboard) in a real headless Chromium: the clock.
+
+The dashboards themselves: ``test_dashboard_page.py``.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ def test_the_page_shows_the_clock_the_server_pushes(daphne_server, browser, tmp_
             msg="clock",
         ).result()
 
-    page.wait_for_function(f"document.getElementById('seq').textContent === '{seq}'")
+    page.wait_for_function(f"document.getElementById('clock').dataset.seq === '{seq}'")
     assert "(host up 2 h)" in page.inner_text("#clock")
     page.screenshot(path=str(tmp_path / "home.png"))
     page.close()

@@ -72,6 +72,13 @@ class ChildProcess:
                 )
             time.sleep(0.05)
 
+    def finish(self, timeout: float) -> int:
+        """Wait for a process that ends by itself (a command); its exit status."""
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.stop()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.process.poll() is None:
             os.killpg(self.process.pid, sig)

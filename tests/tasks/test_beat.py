@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import sys
+import time
 
 import pytest
 
 from tests.support.clients import open_socket, recv_json, recv_until, subscribe
 from tests.support.processes import ChildProcess
+from tests.support.users import in_thread
 
 
 def is_live_tick(frame: dict) -> bool:
@@ -68,3 +71,74 @@ def test_the_clock_schedule_is_a_periodic_task_row_in_the_admin(daphne_server, b
         "task", "interval__every", "interval__period", "enabled"
     )
     assert list(rows) == [("tasks.tasks.push_clock", 1, "seconds", True)]
+
+
+@pytest.mark.django_db
+def test_code_schedules_become_rows_and_admin_edits_survive_a_resync():
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from tasks.beat import code_schedules, sync_schedules
+
+    sync_schedules(code_schedules())
+    names = set(PeriodicTask.objects.values_list("name", flat=True))
+    assert {"dashboard-clock", "dashboard-sales", "dashboard-system"} <= names
+    sales = PeriodicTask.objects.get(name="dashboard-sales")
+    assert (sales.task, sales.args, sales.interval.every) == (
+        "tasks.tasks.refresh_dashboard",
+        '["sales"]',
+        5,
+    )
+
+    # An admin slows it down and switches it off; beat restarts and syncs again.
+    sales.interval, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    sales.enabled = False
+    sales.save()
+    assert sync_schedules(code_schedules()) == (0, 0)
+    sales.refresh_from_db()
+    assert (sales.interval.every, sales.enabled) == (60, False)
+
+
+def live_gaps(frames: list[tuple[float, dict]]) -> list[float]:
+    times = [at for at, frame in frames]
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+async def live_system_pushes(socket, count: int) -> list[tuple[float, dict]]:
+    frames = []
+    while len(frames) < count:
+        frame = await recv_until(socket, is_live_tick, timeout=30)
+        frames.append((time.monotonic(), frame))
+    return frames
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_admin_change_of_interval_or_switch_takes_effect_without_a_restart(
+    daphne_server, beat
+):
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    await subscribe(socket, "dashboard.system")
+    assert max(live_gaps(await live_system_pushes(socket, 3))) > 1.5  # every 2 s
+
+    def set_interval(every: int, enabled: bool = True) -> None:
+        row = PeriodicTask.objects.get(name="dashboard-system")
+        row.interval, _ = IntervalSchedule.objects.get_or_create(every=every, period="seconds")
+        row.enabled = enabled
+        row.save()
+
+    await in_thread(set_interval, 5)
+    # Beat notices the edit within its loop (at most 5 s): then pushes come 5 s apart.
+    async with asyncio.timeout(60):
+        while min(live_gaps(await live_system_pushes(socket, 2))) < 4:
+            pass
+
+    await in_thread(set_interval, 5, False)
+    # Switched off: after the ticks already under way, the pushes stop.
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                await recv_until(socket, is_live_tick, timeout=12)
+            except TimeoutError:
+                break
+    await socket.close()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PEOPLE = ["anonymous", "ordinary", "permitted", "staff", "superuser", "other"]
 # "user.me" is the ordinary user's own topic; everyone else is a stranger to it.
 TOPICS = [
-    "dashboard.sales",
+    "dashboard.finance",
     "dashboard.clock",
     "broadcast",
     "user.me",
@@ -27,7 +27,7 @@ TOPICS = [
 Y, N = True, False
 #                       anon ordinary permitted staff super other
 EXPECTED_SUBSCRIBE = {
-    "dashboard.sales": (N, N, Y, N, Y, N),
+    "dashboard.finance": (N, N, Y, N, Y, N),
     "dashboard.clock": (Y, Y, Y, Y, Y, Y),
     "broadcast": (Y, Y, Y, Y, Y, Y),
     "user.me": (N, Y, N, N, N, N),

@@ -24,7 +24,7 @@ json_values = st.recursive(
     max_leaves=20,
 )
 topic_names = st.sampled_from(
-    ["broadcast", "room.fuzz", "dashboard.clock", "dashboard.sales", "user.1", "chat.x", "call.1"]
+    ["broadcast", "room.fuzz", "dashboard.clock", "dashboard.finance", "user.1", "chat.x", "call.1"]
 ) | st.text(max_size=40)
 frame_objects = st.fixed_dictionaries(
     {"op": st.sampled_from([*CLIENT_OPS, "bogus"]) | json_values},
