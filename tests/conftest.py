@@ -152,6 +152,21 @@ def celery_worker(child_env: dict[str, str], log_dir: Path) -> Iterator[CeleryWo
     worker.stop()
 
 
+@pytest.fixture
+def alice(transactional_db: None) -> Any:
+    """A signed-up user, committed: the server processes see her."""
+    from tests.support.users import make_user
+
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(transactional_db: None) -> Any:
+    from tests.support.users import make_user
+
+    return make_user("bob")
+
+
 @pytest_asyncio.fixture(autouse=True)
 async def close_test_sockets() -> object:
     """Close every WebSocket the test opened, even when it fails.

@@ -101,16 +101,6 @@ async def delivered(broadcast_id: int) -> int:
     return await asyncio.to_thread(result.get, timeout=WAIT_S)
 
 
-@pytest.fixture
-def alice() -> Any:
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob() -> Any:
-    return make_user("bob")
-
-
 # -- the model ----------------------------------------------------------------------------
 
 

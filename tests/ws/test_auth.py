@@ -11,20 +11,10 @@ from websockets.exceptions import InvalidStatus
 
 from tests.support.clients import closed_with, open_socket, recv_json, subscribe
 from tests.support.processes import manage
-from tests.support.users import make_user, session_cookie
+from tests.support.users import session_cookie
 from ws.tokens import TOKEN_SALT, issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def alice() -> Any:
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob() -> Any:
-    return make_user("bob")
 
 
 @pytest.fixture
