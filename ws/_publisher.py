@@ -268,8 +268,9 @@ class Publisher:
         if not state.shards:
             hosts, state.prefix = _layer_config()
             for host in hosts:
-                # Named by process, so CLIENT LIST shows who holds which connection.
-                name = f"push-{os.getpid()}"
+                # Named by process, so CLIENT LIST shows who holds which connection
+                # (push-<pid> is the sync pushes' client, ws/_publisher_sync.py).
+                name = f"push-loop-{os.getpid()}"
                 client = Redis(connection_pool=_pool({**host, "client_name": name}))
                 state.shards.append(_Shard(client=client))
         return state

@@ -14,13 +14,15 @@ process as ``{"msg": ..., "code": ..., "data": ...}``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction
 
 from ws import topics
 from ws._publisher import Position, Resume, publisher
+from ws._publisher_sync import sync_publisher
 from ws.protocol import encode_body
 
 __all__ = ["SendMessage", "apush", "catch_up", "last_pushed_at", "push", "topic_resume"]
@@ -36,26 +38,48 @@ def push(
     the first ``seq``. Raises ``topics.UnknownTopic`` for a name no pattern knows,
     and redis-py's ``ConnectionError`` while Redis is unreachable.
     """
-    return publisher.run(_publication(topic, data, msg, code, key)).seq
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("push() called from async code: use 'await apush(...)'")
+    one = _Push.prepare(topic, data, msg, code, key)
+    # From this thread straight to Redis; the background loop only where that cannot serve.
+    position = sync_publisher.publish(one.topic, one.group, one.body, one.key, one.retention)
+    if position is None:
+        position = publisher.run(one.publish)
+    return position.seq
 
 
 async def apush(
     topic: str, data: Any = None, *, msg: str = "success", code: int = 200, key: str | None = None
 ) -> int:
     """``push`` for async code."""
-    position = await publisher.arun(_publication(topic, data, msg, code, key))
+    position = await publisher.arun(_Push.prepare(topic, data, msg, code, key).publish)
     return position.seq
 
 
-def _publication(
-    topic: str, data: Any, msg: str, code: int, key: str | None
-) -> Callable[[], Awaitable[Position]]:
-    """The publish call of one push, checked and encoded here, in the caller's thread."""
-    if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
-        raise ValueError("key must be a non-empty string of at most 200 characters")
-    group, body = topics.group_name(topic), encode_body(data, msg, code)
-    retention = topics.resolve(topic).retention
-    return lambda: publisher.publish(topic, group, body, key or "", retention)
+@dataclass(frozen=True)
+class _Push:
+    """One push, checked and encoded in the caller's thread."""
+
+    topic: str
+    group: str
+    body: str
+    key: str
+    retention: topics.Retention
+
+    @classmethod
+    def prepare(cls, topic: str, data: Any, msg: str, code: int, key: str | None) -> _Push:
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
+            raise ValueError("key must be a non-empty string of at most 200 characters")
+        group, body = topics.group_name(topic), encode_body(data, msg, code)
+        return cls(topic, group, body, key or "", topics.resolve(topic).retention)
+
+    def publish(self) -> Awaitable[Position]:
+        """The async publish call (runs on the publisher's loop)."""
+        return publisher.publish(self.topic, self.group, self.body, self.key, self.retention)
 
 
 async def topic_resume(

@@ -48,7 +48,8 @@ def test_a_worker_process_pushes_over_one_connection(celery_worker, redis_client
     children = [p.pid for p in psutil.Process(celery_worker.pid).children()]
     names = [c.get("name") for c in redis_client.client_list()]
     per_child = {pid: names.count(f"push-{pid}") for pid in children}
-    # Each worker process that pushed holds exactly one connection for it.
+    # Each worker process that pushed holds exactly one connection for it (its sync
+    # pushes' client; the background loop's, for other work, is push-loop-<pid>).
     assert sorted(per_child.values()) in ([0, 1], [1, 1])
     assert sum(per_child.values()) >= 1
     # Results and the broker reuse their connections too; 100 pushes opened none.
