@@ -9,6 +9,7 @@ Prints one JSON line: ``{"saves": N, "p50_ms": ..., "p99_ms": ..., ...}``.
 
     .venv/bin/python bench/save_to_dom.py --saves 200             # back to back
     .venv/bin/python bench/save_to_dom.py --saves 200 --gap-ms 300  # saves 300 ms apart
+    .venv/bin/python bench/save_to_dom.py --smoke                   # three saves
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def main() -> None:
         help="pause after each update shows (a save within DASHBOARD_COALESCE_MS of the "
         "last recompute waits for the rest of that interval)",
     )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
     options = parser.parse_args()
+    if options.smoke:
+        options.saves = 3
 
     directory = Path(tempfile.mkdtemp(prefix="bench-save-to-dom-"))
     redis = RedisServer.start(directory / "redis", tied_to_parent=True)

@@ -1,0 +1,79 @@
+"""Fan-out: N clients in one room, M pushes from a separate publisher process.
+
+Runs ours and the seed's setup as written (``bench/reference``) one after the
+other, each on a fresh Redis and server, with the same clients on the seed route
+(``/ws/heartbeat/<room>/`` for ours, ``/heartbeat/<room>/`` for the seed: the
+like-for-like comparison). Prints one JSON line:
+
+    {"bench": "fanout", "clients": N, "ours": {...}, "seed": {...}, "ratio": {...}}
+
+Ratios are oriented so that above 1 means ours is better (ours/seed for
+throughput, seed/ours for latency and memory). ``client_cpu_pct_max`` is the
+busiest client process's CPU share while pushes were delivered (100 = a core):
+well below 100 means the clients were not the bottleneck.
+
+    .venv/bin/python bench/fanout.py --clients 1000 --pushes 200 --rate 20
+    .venv/bin/python bench/fanout.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    PUSH_RATIOS,
+    emit,
+    environment_stamp,
+    exit_on_signals,
+    push_round,
+    raise_nofile_limit,
+    ratios,
+    systems_from,
+)
+
+ROOM = "bench"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--pushes", type=int, default=200)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=20.0,
+        help="pushes per second (0: as fast as the publisher can)",
+    )
+    parser.add_argument("--system", choices=["ours", "seed", "both"], default="both")
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, both systems, fast")
+    options = parser.parse_args()
+    if options.smoke:
+        options.clients, options.pushes, options.rate, options.system = 20, 10, 20.0, "both"
+    exit_on_signals()
+    raise_nofile_limit()
+
+    record: dict = {"bench": "fanout", "clients": options.clients, "pushes": options.pushes,
+                    "rate": options.rate, "route": "seed route, both systems"}  # fmt: skip
+    for system in systems_from(options.system):
+        record[system] = push_round(
+            system,
+            [ROOM] * options.clients,
+            [ROOM],
+            pushes=options.pushes,
+            rate=options.rate,
+            processes=options.client_processes,
+            deliver_timeout=20 if options.smoke else None,
+        )
+    if "ours" in record and "seed" in record:
+        record["ratio"] = ratios(record["ours"], record["seed"], PUSH_RATIOS)
+    record["environment"] = environment_stamp()
+    emit(record)
+
+
+if __name__ == "__main__":
+    main()

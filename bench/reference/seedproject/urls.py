@@ -1,0 +1,3 @@
+"""The seed shows no HTTP views: an empty URLconf."""
+
+urlpatterns: list[object] = []

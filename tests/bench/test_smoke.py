@@ -1,0 +1,112 @@
+"""Every benchmark script, run end to end at tiny sizes (``--smoke``), so none can rot.
+
+Each starts its own Redis, servers, worker and clients in other processes,
+prints one JSON line and stops what it started. These check that the line is
+there, has the figures the summary reads, and that nothing was lost at smoke
+size; the figures themselves are ``make bench``'s business.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(180)]
+
+
+def run_smoke(name: str) -> dict[str, Any]:
+    """``python bench/<name>.py --smoke``: its JSON line."""
+    script = BENCH_DIR / f"{name}.py"
+    assert script.exists(), f"bench/{name}.py is gone"
+    # A bench builds its own stack: none of this test session's Redis, database or settings.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
+        and not key.startswith("CELERY_")
+    }
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke"],
+        cwd=BENCH_DIR.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-4000:]}"
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, f"not one JSON line:\n{done.stdout[-2000:]}"
+    record = json.loads(lines[0])
+    assert record["bench"] == name
+    return record
+
+
+def assert_both_systems(record: dict[str, Any]) -> None:
+    assert isinstance(record["ours"], dict)
+    assert isinstance(record["seed"], dict)
+    assert isinstance(record["ratio"], dict)
+
+
+def test_fanout() -> None:
+    record = run_smoke("fanout")
+    assert_both_systems(record)
+    ours = record["ours"]
+    assert ours["connected"] == record["clients"]
+    assert ours["delivered"] == ours["expected"] > 0
+
+
+def test_many_topics() -> None:
+    record = run_smoke("many_topics")
+    assert_both_systems(record)
+    ours = record["ours"]
+    assert ours["connected"] == record["clients"]
+    assert ours["delivered"] == ours["expected"] > 0
+
+
+def test_connect_storm() -> None:
+    record = run_smoke("connect_storm")
+    assert_both_systems(record)
+    ours = record["ours"]
+    assert ours["connected"] == record["clients"]
+    assert ours["push_reached"] == ours["connected"]
+
+
+def test_worker_rate() -> None:
+    record = run_smoke("worker_rate")
+    ours, seed = record["ours"], record["seed"]
+    assert ours["pushes"] == 300
+    assert seed["pushes"] == 50
+    assert ours["pushes_per_s"] > 0
+    assert seed["pushes_per_s"] > 0
+    assert record["ratio"]["pushes_per_s"] > 0
+    # What the seed's path costs and ours does not: a Redis connection per push.
+    assert seed["redis_connections_opened"] >= seed["pushes"]
+    assert ours["redis_connections_opened"] < 10
+    assert record["ours_publish_task"]["tasks"] == 50
+    assert record["ours_publish_task"]["tasks_per_s"] > 0
+
+
+def test_save_to_screen() -> None:
+    record = run_smoke("save_to_screen")
+    ours = record["ours"]
+    assert ours["saves"] == 25
+    assert ours["coalesce_ms"] == 250
+    assert ours["pushes"] >= 1
+    assert 0 < ours["p50_ms"] <= ours["p99_ms"] <= ours["max_ms"]
+    assert record["seed"] is None
+    assert record["seed_reason"]
+
+
+def test_save_to_dom() -> None:
+    record = run_smoke("save_to_dom")
+    assert record["saves"] == 3
+    assert 0 < record["p50_ms"] <= record["p99_ms"] <= record["max_ms"]
