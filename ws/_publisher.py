@@ -159,6 +159,40 @@ def _meta_keys(topic: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class PublishCall:
+    """The publish script's keys and arguments for one push, and its rate counter."""
+
+    keys: list[str]
+    args: list[Any]
+    rate_key: str
+
+    @classmethod
+    def make(
+        cls, topic: str, channel: str, body: str, key: str, retention: Retention
+    ) -> PublishCall:
+        now = time.time()
+        args = [
+            _new_epoch(),
+            body,
+            channel,
+            topic,
+            retention.size,
+            PUSH_EVENT_TYPE,
+            int(now * 1000),
+            retention.ttl_s,
+            key,
+            settings.PUSH_HISTORY_TTL_S,
+        ]
+        keys = [*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"]
+        return cls(keys, args, f"{_RATE_KEY}:{int(now)}")
+
+    def count(self, pipe: Any) -> None:
+        """Add the push to its second's count, in the same pipeline (pushes per second)."""
+        pipe.incr(self.rate_key)
+        pipe.expire(self.rate_key, 120)
+
+
+@dataclass(frozen=True)
 class Resume:
     """What a subscriber is owed: its position, and the missed messages or a snapshot.
 
@@ -292,28 +326,10 @@ class Publisher:
         """
         retention = retention or _default_retention()
         shard, channel = self._route(group)
-        now = time.time()
-        rate_key = f"{_RATE_KEY}:{int(now)}"
+        call = PublishCall.make(topic, channel, body, key, retention)
         async with shard.client.pipeline(transaction=False) as pipe:
-            await _script_on(shard, _PUBLISH_LUA)(
-                keys=[*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"],
-                args=[
-                    _new_epoch(),
-                    body,
-                    channel,
-                    topic,
-                    retention.size,
-                    PUSH_EVENT_TYPE,
-                    int(now * 1000),
-                    retention.ttl_s,
-                    key,
-                    settings.PUSH_HISTORY_TTL_S,
-                ],
-                client=pipe,
-            )
-            # Counted in the same round trip, for the system dashboard's pushes per second.
-            pipe.incr(rate_key)
-            pipe.expire(rate_key, 120)
+            await _script_on(shard, _PUBLISH_LUA)(keys=call.keys, args=call.args, client=pipe)
+            call.count(pipe)
             (seq, epoch), _, _ = await pipe.execute()
         return Position(int(seq), _text(epoch))
 

@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from channels_redis.utils import _consistent_hash
-from django.conf import settings
 from redis.commands.core import Script
 
 from ws._publisher import (
     _PUBLISH_LUA,
-    _RATE_KEY,
     POOL_SIZE,
     POOL_WAIT_S,
-    PUSH_EVENT_TYPE,
     Position,
+    PublishCall,
     _layer_config,
-    _meta_keys,
-    _new_epoch,
     _text,
 )
 from ws.topics import Retention
@@ -88,27 +83,10 @@ class SyncPublisher:
             return None
         channel = f"{shards.prefix}__group__{group}"
         index = _consistent_hash(channel, len(shards.clients))
-        now = time.time()
-        rate_key = f"{_RATE_KEY}:{int(now)}"
+        call = PublishCall.make(topic, channel, body, key, retention)
         with shards.clients[index].pipeline(transaction=False) as pipe:
-            shards.scripts[index](
-                keys=[*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"],
-                args=[
-                    _new_epoch(),
-                    body,
-                    channel,
-                    topic,
-                    retention.size,
-                    PUSH_EVENT_TYPE,
-                    int(now * 1000),
-                    retention.ttl_s,
-                    key,
-                    settings.PUSH_HISTORY_TTL_S,
-                ],
-                client=pipe,
-            )
-            pipe.incr(rate_key)
-            pipe.expire(rate_key, 120)
+            shards.scripts[index](keys=call.keys, args=call.args, client=pipe)
+            call.count(pipe)
             answers: list[Any] = pipe.execute()
         seq, epoch = answers[0]
         return Position(int(seq), _text(epoch))
