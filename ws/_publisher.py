@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgpack
 from channels_redis.pubsub import RedisPubSubChannelLayer
@@ -140,6 +140,19 @@ class Position:
     seq: int
     epoch: str
 
+    def step_to(self, seq: int, epoch: str) -> Literal["sent", "next", "gap"]:
+        """What a message (``seq``, ``epoch``) is to a socket that was sent ``self``.
+
+        ``sent``: it has it already (a replay covered it); ``next``: the one that
+        follows; ``gap``: messages were lost on the way (Redis restarted, a queue
+        overflowed) or the history began again (a flush): catch up from history.
+        """
+        if epoch == self.epoch and seq <= self.seq:
+            return "sent"
+        if epoch == self.epoch and seq == self.seq + 1:
+            return "next"
+        return "gap"
+
 
 # Pushes per second, every process counted: one counter per second, kept two minutes.
 _RATE_KEY = "push:stats:pushes"
@@ -147,6 +160,11 @@ _RATE_KEY = "push:stats:pushes"
 
 def _default_retention() -> Retention:
     return Retention(size=settings.PUSH_HISTORY_SIZE, ttl_s=settings.PUSH_HISTORY_TTL_S)
+
+
+def group_channel(prefix: str, group: str) -> str:
+    """The pub/sub channel of a layer group, as ``RedisPubSubLoopLayer`` names it."""
+    return f"{prefix}__group__{group}"
 
 
 def _new_epoch() -> str:
@@ -312,7 +330,7 @@ class Publisher:
     def _route(self, group: str) -> tuple[_Shard, str]:
         """The shard the layer uses for ``group``, and the group's pub/sub channel there."""
         state = self._connected()
-        channel = f"{state.prefix}__group__{group}"  # as RedisPubSubLoopLayer names it
+        channel = group_channel(state.prefix, group)
         return state.shards[_consistent_hash(channel, len(state.shards))], channel
 
     async def publish(
@@ -456,14 +474,20 @@ POOL_SIZE = 50
 POOL_WAIT_S = 20
 
 
+def blocking_pool(pool_class: Any, host: dict[str, Any]) -> Any:
+    """A ``pool_class`` (redis-py's sync or asyncio ``BlockingConnectionPool``) for the
+    layer's address ``host`` entry, waiting when all its connections are busy."""
+    options = {key: value for key, value in host.items() if key != "address"}
+    return pool_class.from_url(
+        host["address"], max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **options
+    )
+
+
 def _pool(host: dict[str, Any]) -> ConnectionPool:
     """A pool for the layer's ``host`` entry, blocking when all its connections are busy."""
     if "address" not in host:  # Sentinel: channels-redis' own pool
         return create_pool(host)
-    options = {key: value for key, value in host.items() if key != "address"}
-    return BlockingConnectionPool.from_url(
-        host["address"], max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **options
-    )
+    return blocking_pool(BlockingConnectionPool, host)
 
 
 def _script_on(shard: _Shard, lua: str) -> AsyncScript:

@@ -25,12 +25,12 @@ from redis.commands.core import Script
 
 from ws._publisher import (
     _PUBLISH_LUA,
-    POOL_SIZE,
-    POOL_WAIT_S,
     Position,
     PublishCall,
     _layer_config,
     _text,
+    blocking_pool,
+    group_channel,
 )
 from ws.topics import Retention
 
@@ -63,12 +63,10 @@ class SyncPublisher:
                 return None  # Sentinel: the async path's pools handle it
             shards = _SyncShards(pid=os.getpid(), prefix=prefix)
             for host in hosts:
-                options = {key: value for key, value in host.items() if key != "address"}
-                options["client_name"] = f"push-{os.getpid()}"
-                pool = redis.BlockingConnectionPool.from_url(
-                    host["address"], max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **options
+                named = {**host, "client_name": f"push-{os.getpid()}"}
+                client = redis.Redis(
+                    connection_pool=blocking_pool(redis.BlockingConnectionPool, named)
                 )
-                client = redis.Redis(connection_pool=pool)
                 shards.clients.append(client)
                 shards.scripts.append(client.register_script(_PUBLISH_LUA))
             self._shards = shards
@@ -81,7 +79,7 @@ class SyncPublisher:
         shards = self._connected()
         if shards is None:
             return None
-        channel = f"{shards.prefix}__group__{group}"
+        channel = group_channel(shards.prefix, group)
         index = _consistent_hash(channel, len(shards.clients))
         call = PublishCall.make(topic, channel, body, key, retention)
         with shards.clients[index].pipeline(transaction=False) as pipe:

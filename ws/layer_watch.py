@@ -36,7 +36,7 @@ from channels_redis.utils import _consistent_hash
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from ws._publisher import publisher
+from ws._publisher import group_channel, publisher
 from ws.census import census, census_ttl_s
 from ws.metrics import counters
 
@@ -106,7 +106,7 @@ class LayerWatch:
         index = 0
         while len(by_shard) < shards:
             name = f"{base}.{index}"
-            by_shard.setdefault(_consistent_hash(f"{prefix}__group__{name}", shards), name)
+            by_shard.setdefault(_consistent_hash(group_channel(prefix, name), shards), name)
             index += 1
         return list(by_shard.values())
 

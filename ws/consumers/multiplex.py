@@ -202,12 +202,10 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         held = self.subscriptions.get(topic)
         if held is None:
             return
-        if event["epoch"] == held.epoch and seq <= held.seq:
-            return  # sent already (in a replay, say)
-        if event["epoch"] != held.epoch or seq > held.seq + 1:
-            # Messages were lost on the way (Redis restarted, this socket's queue
-            # overflowed) or the topic's history began again (Redis flushed): send
-            # the socket what it missed from the history instead.
+        step = held.step_to(seq, event["epoch"])
+        if step == "sent":
+            return
+        if step == "gap":  # send the socket what it missed, from the history
             await self.catch_up(topic)
             return
         self.subscriptions[topic] = Position(seq, held.epoch)

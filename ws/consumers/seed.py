@@ -95,10 +95,11 @@ class SeedRoomConsumer(PushConsumer):
 
     async def push_message(self, event: dict[str, Any]) -> None:
         held, seq = self.position, event["seq"]
-        if event["epoch"] == held.epoch and seq <= held.seq:
-            return  # sent already
-        if event["epoch"] != held.epoch or seq > held.seq + 1:
-            await self.push_catchup(event)  # messages were lost on the way: replay them
+        step = held.step_to(seq, event["epoch"])
+        if step == "sent":
+            return
+        if step == "gap":  # messages were lost on the way: replay them
+            await self.push_catchup(event)
             return
         self.position = Position(seq, held.epoch)
         await self.send(text_data=render_seed_message(seq, event["body"]))
