@@ -93,6 +93,10 @@ def get(name: str) -> Dashboard:
     return _REGISTRY[name]
 
 
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
+
+
 def registered() -> list[Dashboard]:
     return list(_REGISTRY.values())
 
@@ -155,6 +159,11 @@ def _interval_ms() -> int:
     return int(settings.DASHBOARD_COALESCE_MS)
 
 
+def _on_keys(name: str, lua: str) -> Any:
+    """Run a one-line script on the dashboard's keys (KEYS[1] pending … KEYS[4] dirty)."""
+    return publisher.run(lambda: publisher.run_script(lua, _keys(name), []))
+
+
 def _script(lua: str, name: str) -> int:
     args = [int(time.time() * 1000), _interval_ms(), 60_000]
     return int(publisher.run(lambda: publisher.run_script(lua, _keys(name), args)))
@@ -178,18 +187,15 @@ def _queue(name: str, delay_ms: int) -> None:
 def run_refresh(name: str, *, coalesced: bool) -> int | None:
     """A worker's recompute of ``name``: skipped (None) while nobody subscribes anywhere."""
     entry = get(name)
-    keys = _keys(name)
     if coalesced:  # the changes seen so far are all in this computation
-        publisher.run(lambda: publisher.run_script("return redis.call('DEL', KEYS[1])", keys, []))
+        _on_keys(name, "return redis.call('DEL', KEYS[1])")
     try:
         if not is_watched(entry.topic):
             # Nobody to show it to: remember it is out of date for the first subscriber.
-            publisher.run(
-                lambda: publisher.run_script("return redis.call('SET', KEYS[4], '1')", keys, [])
-            )
+            _on_keys(name, "return redis.call('SET', KEYS[4], '1')")
             logger.debug("dashboard %s not computed: no subscriber", name)
             return None
-        publisher.run(lambda: publisher.run_script("return redis.call('DEL', KEYS[4])", keys, []))
+        _on_keys(name, "return redis.call('DEL', KEYS[4])")
         return compute_and_push(entry)
     finally:
         if coalesced:
@@ -205,9 +211,7 @@ def refresh_if_stale(name: str) -> bool:
     value is older than its period.
     """
     entry = get(name)
-    dirty = publisher.run(
-        lambda: publisher.run_script("return redis.call('EXISTS', KEYS[4])", _keys(name), [])
-    )
+    dirty = _on_keys(name, "return redis.call('EXISTS', KEYS[4])")
     pushed_at = last_pushed_at(entry.topic)
     stale = (
         bool(dirty)

@@ -54,7 +54,7 @@ def on_m2m_changed(
 def on_topic_subscribed(sender: Any, topic: str, **kwargs: Any) -> None:
     """A socket subscribed to a dashboard: give it a fresh value if the last is old."""
     kind, _, name = topic.partition(".")
-    if kind == "dashboard" and name in {entry.name for entry in dashboards.registered()}:
+    if kind == "dashboard" and dashboards.is_registered(name):
         dashboards.refresh_if_stale(name)
 
 
