@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "ws",
     "tasks",
     "dashboard",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -225,6 +226,14 @@ PUSH_CLOCK_SEED_ROOM = os.environ.get("PUSH_CLOCK_SEED_ROOM", "clock")
 DASHBOARD_COALESCE_MS = env_int("DASHBOARD_COALESCE_MS", 250)
 # How often beat looks for scheduled admin broadcasts whose send time has passed.
 BROADCAST_CHECK_S = env_float("BROADCAST_CHECK_S", 10.0)
+
+# --- chat (chat/) -----------------------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
+# At most CHAT_RATE_MESSAGES messages per user in any CHAT_RATE_WINDOW_S seconds.
+CHAT_RATE_MESSAGES = env_int("CHAT_RATE_MESSAGES", 10)
+CHAT_RATE_WINDOW_S = env_float("CHAT_RATE_WINDOW_S", 10.0)
+CHAT_HISTORY_PAGE_SIZE = env_int("CHAT_HISTORY_PAGE_SIZE", 50)
+CHAT_HISTORY_PAGE_MAX = env_int("CHAT_HISTORY_PAGE_MAX", 200)
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL

@@ -11,4 +11,5 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("ws/", include("ws.urls")),
+    path("chat/", include("chat.urls")),
 ]

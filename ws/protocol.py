@@ -21,6 +21,7 @@ __all__ = [
     "CloseCode",
     "ProtocolError",
     "encode_body",
+    "encode_data",
     "parse_client_frame",
     "parse_seed_frame",
 ]
@@ -196,6 +197,11 @@ def encode_body(data: Any, msg: str, code: int) -> str:
     return envelope[1:-1]
 
 
+def encode_data(data: Any) -> str:
+    """``data`` as JSON text, through ``DjangoJSONEncoder`` (ephemeral events' payloads)."""
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+
+
 def render_message(topic: str, seq: int, body: str, *, reset: bool = False) -> str:
     """A ``message`` frame of the multiplexed endpoint (topic names need no escaping).
 
@@ -216,8 +222,17 @@ def render_subscribed(topic: str, seq: int, epoch: str, *, recovered: bool) -> s
     )
 
 
-def render_published(topic: str, seq: int) -> str:
-    return json.dumps({"op": "published", "topic": topic, "seq": seq})
+def render_published(topic: str, seq: int | None) -> str:
+    """The answer to a publish: its ``seq``, absent when nothing numbered was pushed (typing)."""
+    frame: dict[str, Any] = {"op": "published", "topic": topic}
+    if seq is not None:
+        frame["seq"] = seq
+    return json.dumps(frame)
+
+
+def render_ephemeral(topic: str, data: str) -> str:
+    """An ephemeral event (``data`` is JSON text): not numbered, not kept, never replayed."""
+    return f'{{"op":"ephemeral","topic":"{topic}","data":{data}}}'
 
 
 def render_unsubscribed(topic: str) -> str:

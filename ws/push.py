@@ -5,10 +5,13 @@
     push("dashboard.sales", {"total": 42})          # views, signals, tasks, shell
     await apush("dashboard.sales", {"total": 42})   # async code
     SendMessage("lobby").send({"text": "hi"})        # the seed's helper, seed route
+    ephemeral("chat.lobby", {"type": "typing"})      # not numbered, not kept
 
 Every message gets its topic's next sequence number (returned), is kept in the
 topic's history for resume, and reaches every subscribed socket on every server
-process as ``{"msg": ..., "code": ..., "data": ...}``.
+process as ``{"msg": ..., "code": ..., "data": ...}``. An ephemeral event
+(typing indicators) reaches the sockets subscribed now and nothing else: no
+``seq``, no history, so a resume never replays a stale one.
 """
 
 from __future__ import annotations
@@ -23,9 +26,20 @@ from asgiref.sync import markcoroutinefunction
 from ws import topics
 from ws._publisher import Position, Resume, publisher
 from ws._publisher_sync import sync_publisher
-from ws.protocol import encode_body
+from ws.protocol import encode_body, encode_data
 
-__all__ = ["SendMessage", "apush", "catch_up", "last_pushed_at", "push", "topic_resume"]
+__all__ = [
+    "SendMessage",
+    "aephemeral",
+    "apush",
+    "catch_up",
+    "ephemeral",
+    "last_pushed_at",
+    "push",
+    "topic_resume",
+]
+
+EPHEMERAL_EVENT_TYPE = "push.ephemeral"
 
 
 def push(
@@ -58,6 +72,33 @@ async def apush(
     """``push`` for async code."""
     position = await publisher.arun(_Push.prepare(topic, data, msg, code, key).publish)
     return position.seq
+
+
+def _ephemeral_event(topic: str, data: Any) -> tuple[str, dict[str, Any]]:
+    group = topics.group_name(topic)
+    return group, {
+        "type": EPHEMERAL_EVENT_TYPE,
+        "topic": topics.resolve(topic).name,
+        "data": encode_data(data),
+    }
+
+
+def ephemeral(topic: str, data: Any) -> None:
+    """Send ``data`` to the sockets subscribed to ``topic`` now: not numbered, not kept.
+
+    For what is stale a moment later (someone is typing). Subscribers on the
+    multiplexed endpoint get ``{"op": "ephemeral", "topic": T, "data": D}``;
+    seed-route clients get ``D`` itself, as the seed's ``chat_data`` event gave
+    it. A socket that is away misses it, and a resume does not replay it.
+    """
+    group, event = _ephemeral_event(topic, data)
+    publisher.run(lambda: publisher.send_event(group, event))
+
+
+async def aephemeral(topic: str, data: Any) -> None:
+    """``ephemeral`` for async code."""
+    group, event = _ephemeral_event(topic, data)
+    await publisher.arun(lambda: publisher.send_event(group, event))
 
 
 @dataclass(frozen=True)

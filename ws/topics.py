@@ -16,24 +16,40 @@ that builds group names: nobody else formats ``"chat_%s"``.
 | ``room.<room>`` (seed rooms) | anyone | nobody |
 | ``chat.<room>``, ``call.<id>`` | signed-in users | nobody |
 
+(These are the transport's defaults. An app changes a whole family with
+``configure()`` in its ``AppConfig.ready``: ``chat`` makes ``chat.<room>`` its
+rooms' members only, and lets ``room.<room>`` take client messages where its
+Room allows them.)
+
 Presence (who is subscribed: ``ws/presence.py``) is on for ``chat.<room>`` and
 ``call.<id>``; ``declare(name, presence=True)`` turns it on for one more topic.
+
+Publish handlers: by default a socket's ``publish`` that its rule allows is
+pushed as it came. A family (``configure(kind, on_publish=...)``) or one topic
+(``declare(name, on_publish=...)``) can name a handler instead: it is called
+with the user, the topic and the frame's ``data``, in a thread (it may use the
+ORM), does the publishing itself (``push``, or ``ephemeral`` for what is not
+kept) and returns the ``seq`` it pushed, or None. It refuses with
+``PublishRefused(code, message)``: an error frame, and the socket stays.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
 
 __all__ = [
+    "PublishHandler",
+    "PublishRefused",
     "Retention",
     "Topic",
     "UnknownTopic",
     "access_group",
+    "configure",
     "declare",
     "group_name",
     "has_perm",
@@ -47,10 +63,26 @@ SEED_ROOM_KIND = "room"
 
 # The user is Django's user or AnonymousUser; both answer ``is_authenticated``.
 Rule = Callable[[Any, str | None], bool]
+# Called (in a thread) with the user, the topic and the frame's data instead of
+# the plain push; returns the seq it pushed, or None for nothing numbered.
+PublishHandler = Callable[[Any, "Topic", Any], int | None]
 
 
 class UnknownTopic(ValueError):
     """The name is not a topic of any registered pattern."""
+
+
+class PublishRefused(Exception):
+    """A publish handler's refusal: the socket gets an error frame ``code`` and stays open.
+
+    ``code`` is one of ``ws.protocol.CloseCode`` (``4003`` forbidden, ``4400``
+    invalid, ``4429`` rate limited).
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def anyone(user: Any, param: str | None) -> bool:
@@ -96,6 +128,8 @@ class TopicPattern:
     # History kept for resume: messages and seconds (None: PUSH_HISTORY_SIZE / _TTL_S).
     history_size: int | None = None
     history_ttl_s: int | None = None
+    # What a socket's publish does instead of the plain push (see the module's docstring).
+    on_publish: PublishHandler | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +155,11 @@ class Topic:
     def may_publish(self, user: Any) -> bool:
         rule = _DECLARED.get(self.name, {}).get("publish", self.pattern.may_publish)
         return rule(user, self.param)
+
+    @property
+    def publish_handler(self) -> PublishHandler | None:
+        """What a socket's publish on this topic calls instead of the plain push, if anything."""
+        return _HANDLERS.get(self.name, self.pattern.on_publish)
 
     @property
     def presence(self) -> bool:
@@ -160,6 +199,34 @@ REGISTRY: dict[str, TopicPattern] = {
 _DECLARED: dict[str, dict[str, Rule]] = {}
 _PRESENCE: dict[str, bool] = {}
 _RETENTION: dict[str, dict[str, int]] = {}
+_HANDLERS: dict[str, PublishHandler] = {}
+
+
+def configure(
+    kind: str,
+    *,
+    subscribe: Rule | None = None,
+    publish: Rule | None = None,
+    on_publish: PublishHandler | None = None,
+) -> None:
+    """Give a whole topic family new rules or a publish handler (call from ``AppConfig.ready``).
+
+    For the app that owns the family's meaning (``chat`` for ``chat.<room>``):
+    ``configure("chat", subscribe=is_member, publish=is_member, on_publish=send)``.
+    Topics ``declare``d on their own keep what they declared. Per process, like
+    ``declare``: ``ready()`` runs in each.
+    """
+    pattern = REGISTRY.get(kind)
+    if pattern is None:
+        raise UnknownTopic(f"no topic family {kind!r}")
+    changes: dict[str, Any] = {}
+    if subscribe is not None:
+        changes["may_subscribe"] = subscribe
+    if publish is not None:
+        changes["may_publish"] = publish
+    if on_publish is not None:
+        changes["on_publish"] = on_publish
+    REGISTRY[kind] = replace(pattern, **changes)
 
 
 def declare(
@@ -170,12 +237,14 @@ def declare(
     presence: bool | None = None,
     history_size: int | None = None,
     history_ttl_s: int | None = None,
+    on_publish: PublishHandler | None = None,
 ) -> None:
     """Give one topic its own rules instead of its pattern's (call from ``AppConfig.ready``).
 
     ``presence`` turns presence on or off for this topic alone; ``history_size``
-    and ``history_ttl_s`` set how much of its history is kept for resume. Declare
-    in every process (``ready()`` runs in each): a topic's settings are per process.
+    and ``history_ttl_s`` set how much of its history is kept for resume;
+    ``on_publish`` is its publish handler. Declare in every process (``ready()``
+    runs in each): a topic's settings are per process.
     """
     name = resolve(topic).name
     rules = _DECLARED.setdefault(name, {})
@@ -183,6 +252,8 @@ def declare(
         rules["subscribe"] = subscribe
     if publish is not None:
         rules["publish"] = publish
+    if on_publish is not None:
+        _HANDLERS[name] = on_publish
     if presence is not None:
         _PRESENCE[name] = presence
     for field_name, value in (("size", history_size), ("ttl_s", history_ttl_s)):

@@ -32,7 +32,8 @@ EXPECTED_SUBSCRIBE = {
     "broadcast": (Y, Y, Y, Y, Y, Y),
     "user.me": (N, Y, N, N, N, N),
     "room.lobby": (Y, Y, Y, Y, Y, Y),
-    "chat.lobby": (N, Y, Y, Y, Y, Y),
+    # No Room "lobby" exists: a chat topic is its room's members' only (tests/chat).
+    "chat.lobby": (N, N, N, N, N, N),
     "call.1": (N, Y, Y, Y, Y, Y),
 }
 EXPECTED_PUBLISH = {topic: (N, N, N, N, N, N) for topic in TOPICS}

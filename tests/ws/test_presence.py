@@ -99,7 +99,7 @@ async def marker(socket: ClientConnection, topic: str) -> list[tuple[str, str]]:
 
 async def test_members_across_two_processes(servers, cookies):
     one, two = servers
-    topic = "chat.pr-two"
+    topic = "call.pr-two"
     alice = await member_socket(one, cookies["alice"])
     bob = await member_socket(two, cookies["bob"])
 
@@ -116,7 +116,7 @@ async def test_members_across_two_processes(servers, cookies):
 
 async def test_one_user_on_two_sockets_joins_once_and_leaves_once(servers, cookies):
     one, two = servers
-    topic = "chat.pr-same"
+    topic = "call.pr-same"
     carol = await member_socket(one, cookies["carol"])
     first = await member_socket(one, cookies["alice"])
     second = await member_socket(two, cookies["alice"])
@@ -137,7 +137,7 @@ async def test_one_user_on_two_sockets_joins_once_and_leaves_once(servers, cooki
 
 async def test_a_killed_process_members_leave_within_the_ttl(servers, doomed_server, cookies):
     one, _ = servers
-    topic = "chat.pr-kill"
+    topic = "call.pr-kill"
     alice = await member_socket(one, cookies["alice"])
     bob = await member_socket(doomed_server, cookies["bob"])
     assert await join(alice, topic) == ["alice"]

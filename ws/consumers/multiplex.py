@@ -26,6 +26,7 @@ from ws.protocol import (
     ProtocolError,
     parse_client_frame,
     render_authenticated,
+    render_ephemeral,
     render_error,
     render_message,
     render_published,
@@ -189,9 +190,30 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         await self.send(text_data=render_unsubscribed(topic.name))
 
     async def publish(self, topic: topics.Topic, data: Any) -> None:
+        """Push ``data`` where the topic's rule allows, or hand it to the topic's handler.
+
+        A handler (``topics.configure(..., on_publish=...)``) does the work in a
+        thread; its ``PublishRefused`` becomes an error frame and the socket
+        stays (not counted as a bad frame: the frame was well formed).
+        """
         if not await database_sync_to_async(topic.may_publish)(self.user):
             raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to publish", topic.name)
-        seq = await apush(topic.name, data)
+        handler = topic.publish_handler
+        if handler is None:
+            seq: int | None = await apush(topic.name, data)
+        else:
+            try:
+                seq = await database_sync_to_async(handler)(self.user, topic, data)
+            except topics.PublishRefused as refused:
+                logger.info(
+                    "ws publish refused code=%d reason=%s topic=%s (%s)",
+                    refused.code,
+                    refused.message,
+                    topic.name,
+                    self.scope_client(),
+                )
+                await self.send_error(CloseCode(refused.code), refused.message, topic.name)
+                return
         await self.send(text_data=render_published(topic.name, seq))
 
     async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
@@ -210,6 +232,12 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
             return
         self.subscriptions[topic] = Position(seq, held.epoch)
         await self.send(text_data=render_message(topic, seq, event["body"]))
+
+    async def push_ephemeral(self, event: dict[str, Any]) -> None:
+        """An ephemeral event (``ws.push.ephemeral``): relayed if subscribed, never numbered."""
+        topic = event["topic"]
+        if topic in self.subscriptions:
+            await self.send(text_data=render_ephemeral(topic, event["data"]))
 
     async def catch_up(self, topic: str) -> None:
         """Send what the socket missed in ``topic``: a replay, or a reset, after a

@@ -23,7 +23,7 @@ from ws.protocol import (
     render_seed_error,
     render_seed_message,
 )
-from ws.push import catch_up, topic_resume
+from ws.push import aephemeral, catch_up, topic_resume
 
 logger = logging.getLogger("ws")
 
@@ -33,7 +33,10 @@ class SeedRoomConsumer(PushConsumer):
 
     On connect the client alone is greeted with
     ``{"msg": "heartbeat", "code": 200, "data": []}`` (the seed sent it to the
-    whole group: N clients, N² frames).
+    whole group: N clients, N² frames). A client frame ``{"message": "hi"}`` is
+    relayed to the room as ``{"message": "hi"}``, as the seed did, where the room
+    topic's publish rule allows it (``chat`` allows it for a Room with
+    ``allow_client_messages``); otherwise it is refused ``4003``.
     """
 
     group: str | None = None
@@ -87,8 +90,20 @@ class SeedRoomConsumer(PushConsumer):
             await self.refuse_and_close(CloseCode.FORBIDDEN, f"access revoked: {reason}")
 
     async def handle_text(self, text: str) -> None:
-        parse_seed_frame(text)
-        raise ProtocolError(CloseCode.FORBIDDEN, "this room does not accept client messages")
+        message = parse_seed_frame(text)
+        topic = topics.resolve(self.topic)
+        if not await database_sync_to_async(topic.may_publish)(self.user):
+            raise ProtocolError(CloseCode.FORBIDDEN, "this room does not accept client messages")
+        data = {"message": message}
+        handler = topic.publish_handler
+        if handler is None:
+            # As the seed relayed it: to everyone in the room, not numbered, not kept.
+            await aephemeral(self.topic, data)
+            return
+        try:
+            await database_sync_to_async(handler)(self.user, topic, data)
+        except topics.PublishRefused as refused:
+            raise ProtocolError(CloseCode(refused.code), refused.message) from None
 
     async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
         await self.send(text_data=render_seed_error(code, message))
@@ -121,6 +136,10 @@ class SeedRoomConsumer(PushConsumer):
         """The queue overflowed and messages were dropped: replay them, recheck access."""
         await self.push_catchup(event)
         await self.recheck("queue overflowed")
+
+    async def push_ephemeral(self, event: dict[str, Any]) -> None:
+        """An ephemeral event (a relayed client message): its data as it is, like ``chat_data``."""
+        await self.send(text_data=event["data"])
 
     async def chat_data(self, event: dict[str, Any]) -> None:
         """The seed's own event, for code that still sends to ``chat_<room>`` directly."""

@@ -1,0 +1,1 @@
+"""Chat: rooms, direct conversations and their messages, pushed to ``chat.<room>``."""

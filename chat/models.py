@@ -1,0 +1,101 @@
+"""Rooms (open, members-only or direct between two users) and their messages."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# A room's slug is its topic's parameter (``chat.<slug>``): ws.topics' parameter alphabet.
+SLUG_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9_-]{1,64}$", "letters, digits, _ or -, at most 64 characters"
+)
+# Direct conversations are ``dm-<lower user id>-<higher user id>``; other rooms may
+# not take a name of that shape.
+DIRECT_PREFIX = "dm-"
+
+
+class Room(models.Model):
+    """A place messages are posted to; its topic is ``chat.<slug>``.
+
+    Open rooms (``open_to_signed_in``) let any signed-in user read and post;
+    the others only their ``members``. A direct conversation (``is_direct``)
+    has exactly its two users as members and is never open: make one with
+    ``chat.services.direct_room``. ``allow_client_messages`` lets seed-route
+    clients (``heartbeat/<slug>/``) talk in the seed room of the same name.
+    """
+
+    slug = models.SlugField(max_length=64, unique=True, validators=[SLUG_VALIDATOR])
+    title = models.CharField(max_length=200, blank=True)
+    open_to_signed_in = models.BooleanField(
+        default=False, help_text="Any signed-in user may read and post, not only members."
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="chat_rooms", blank=True
+    )
+    allow_client_messages = models.BooleanField(
+        default=False,
+        help_text="Seed-route clients (heartbeat/<slug>/) may talk in the room.",
+    )
+    is_direct = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.CheckConstraint(
+                condition=~Q(is_direct=True, open_to_signed_in=True),
+                name="chat_direct_room_not_open",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.slug
+
+    @property
+    def topic(self) -> str:
+        return f"chat.{self.slug}"
+
+    def clean(self) -> None:
+        if not self.is_direct and self.slug.startswith(DIRECT_PREFIX):
+            raise ValidationError({"slug": f"'{DIRECT_PREFIX}…' names direct conversations"})
+
+
+class Message(models.Model):
+    """One message in a room, stored before it is pushed (after commit)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    # A deleted user's messages stay in the conversation, without an author.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    # The topic's seq it was pushed as, once pushed (after commit) in this process.
+    seq: int | None = None
+
+    class Meta:
+        ordering = ["id"]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["room", "-id"], name="chat_message_room_id")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room.slug} #{self.pk}"
+
+    def as_data(self) -> dict[str, object]:
+        """The message as pushed and as the history endpoint lists it."""
+        author = self.author
+        return {
+            "id": self.pk,
+            "room": self.room.slug,
+            "author": None if author is None else {"id": author.pk, "name": author.get_username()},
+            "text": self.text,
+            "created_at": self.created_at,
+        }

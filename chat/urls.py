@@ -1,0 +1,10 @@
+from django.urls import path
+
+from chat import views
+
+app_name = "chat"
+urlpatterns = [
+    path("api/rooms", views.rooms, name="rooms"),
+    path("api/rooms/<slug:slug>/messages", views.messages, name="messages"),
+    path("api/direct/<int:user_id>", views.direct, name="direct"),
+]
