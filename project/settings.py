@@ -201,6 +201,8 @@ PUSH_REPLAY_LIMIT = env_int("PUSH_REPLAY_LIMIT", 100)
 # subscriptions live on (not restarted, flushed or unreachable): within about twice
 # this after Redis returns, every socket has caught up on what it missed.
 PUSH_LAYER_CHECK_S = env_float("PUSH_LAYER_CHECK_S", 2.0)
+# How long a pushing task waits for Redis in its own process before Celery's retry.
+PUSH_TASK_PATIENCE_S = env_float("PUSH_TASK_PATIENCE_S", 30.0)
 PUSH_MAX_SUBSCRIPTIONS = env_int("PUSH_MAX_SUBSCRIPTIONS", 100)
 PUSH_RATE_PER_S = env_float("PUSH_RATE_PER_S", 20.0)
 PUSH_RATE_BURST = env_float("PUSH_RATE_BURST", 40.0)

@@ -1,4 +1,5 @@
-"""Celery tasks that push. They take names and ids, and retry while Redis is away."""
+"""Celery tasks that push. They take names and ids, and retry while Redis is away:
+first in their own process (``tasks/patience.py``), then through Celery."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tasks.clock import clock_reading
+from tasks.patience import patient_with_redis
 from ws import SendMessage, push
 
 CLOCK_TOPIC = "dashboard.clock"
@@ -24,6 +26,7 @@ RETRY_POLICY: dict[str, Any] = {
 
 
 @shared_task(name="tasks.tasks.publish", bind=True, **RETRY_POLICY)
+@patient_with_redis
 def publish(self: Task, topic: str, data: Any = None, msg: str = "success", code: int = 200) -> int:
     """Push ``data`` to ``topic`` from a worker; returns the message's ``seq``.
 
@@ -34,6 +37,7 @@ def publish(self: Task, topic: str, data: Any = None, msg: str = "success", code
 
 
 @shared_task(name="tasks.tasks.push_clock", ignore_result=True, **RETRY_POLICY)
+@patient_with_redis
 def push_clock() -> int:
     """Push the server time and uptime to ``dashboard.clock`` (and the seed clock room)."""
     reading = clock_reading()
@@ -46,6 +50,7 @@ def push_clock() -> int:
 
 
 @shared_task(name="tasks.tasks.deliver_broadcast", **RETRY_POLICY)
+@patient_with_redis
 def deliver_broadcast(broadcast_id: int) -> int:
     """Send an admin broadcast once; returns how many sockets were subscribed (0 if sent before)."""
     from tasks import broadcasts  # it imports this module (and the models) itself
@@ -54,6 +59,7 @@ def deliver_broadcast(broadcast_id: int) -> int:
 
 
 @shared_task(name="tasks.tasks.send_due_broadcasts", ignore_result=True, **RETRY_POLICY)
+@patient_with_redis
 def send_due_broadcasts() -> int:
     """Queue delivery of the broadcasts whose ``send_at`` has passed (beat runs it)."""
     from tasks import broadcasts
@@ -62,6 +68,7 @@ def send_due_broadcasts() -> int:
 
 
 @shared_task(name="tasks.tasks.refresh_dashboard", ignore_result=True, **RETRY_POLICY)
+@patient_with_redis
 def refresh_dashboard(name: str, coalesced: bool = False) -> int | None:
     """Recompute dashboard ``name`` and push it, unless nobody subscribes anywhere.
 

@@ -90,6 +90,8 @@ class LayerWatch:
                     continue
                 if not healthy or now != epochs:
                     self.catch_up("Redis came back" if not healthy else "Redis was flushed")
+                elif _catch_up_failed.pop(asyncio.get_running_loop(), False):
+                    self.catch_up("a catch-up failed")
                 healthy, epochs = True, now
                 await self.write_census()
         finally:
@@ -156,6 +158,16 @@ class LayerWatch:
 
 
 _watches: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+
+
+# Loops where a socket's catch-up failed (Redis went away again, or a pooled
+# connection was still the old server's): the watch repeats it at its next check.
+_catch_up_failed: dict[asyncio.AbstractEventLoop, bool] = {}
+
+
+def catch_up_again_later() -> None:
+    """Ask this process's watch to send every socket a catch-up at its next healthy check."""
+    _catch_up_failed[asyncio.get_running_loop()] = True
 
 
 def ensure_layer_watch() -> None:

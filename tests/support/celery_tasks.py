@@ -11,6 +11,7 @@ import redis
 from celery import Task, shared_task
 from django.conf import settings
 
+from tasks.patience import patient_with_redis
 from tasks.tasks import RETRY_POLICY
 from ws import push
 
@@ -33,6 +34,7 @@ def push_then_work(self: Task, topic: str, data: Any) -> int:
 
 
 @shared_task(name="tests.publish_when_released", bind=True, **RETRY_POLICY)
+@patient_with_redis
 def publish_when_released(self: Task, topic: str, data: Any, started: str, release: str) -> int:
     """The publish task's body, reached only once the file ``release`` exists.
 

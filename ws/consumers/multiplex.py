@@ -17,7 +17,7 @@ from ws.census import census
 from ws.consumers.base import PushConsumer
 from ws.consumers.presence import PresenceMixin
 from ws.hooks import topic_subscribed
-from ws.layer_watch import ensure_layer_watch
+from ws.layer_watch import catch_up_again_later, ensure_layer_watch
 from ws.metrics import counters
 from ws.protocol import (
     PONG,
@@ -248,10 +248,11 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         try:
             resume = await catch_up(topic, held, snapshot=topics.resolve(topic).pattern.state_like)
         except (RedisError, OSError) as error:
-            # Redis went away again: the layer watch asks for another catch-up later.
+            # Redis went away again: the layer watch sends another catch-up later.
             logger.warning(
                 "ws could not catch up on %s: %s (%s)", topic, error, self.scope_client()
             )
+            catch_up_again_later()
             return
         if resume.recovered and resume.position == held:
             return

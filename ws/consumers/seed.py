@@ -13,7 +13,7 @@ from ws import topics
 from ws._publisher import Position
 from ws.census import census
 from ws.consumers.base import PushConsumer
-from ws.layer_watch import ensure_layer_watch
+from ws.layer_watch import catch_up_again_later, ensure_layer_watch
 from ws.metrics import counters
 from ws.protocol import (
     SEED_GREETING,
@@ -125,6 +125,7 @@ class SeedRoomConsumer(PushConsumer):
             resume = await catch_up(self.topic, self.position, snapshot=False)
         except (RedisError, OSError) as error:
             logger.warning("ws could not catch up on %s: %s", self.topic, error)
+            catch_up_again_later()  # the layer watch sends another catch-up later
             return
         if resume.messages:
             counters.catchups += 1

@@ -1,0 +1,56 @@
+"""Riding out a short Redis outage inside a task, before Celery's retry is needed.
+
+Celery's ``autoretry_for`` answers a failed push by publishing a retry message
+to the broker, which is the same Redis. Just after Redis restarts it answers
+"LOADING" while it reads its append-only file, and a retry published in that
+moment fails: Celery then rejects the task without requeueing it, and the push
+is lost. So a task first waits for Redis itself, with backoff, and runs its body
+again in the same process (pushes are keyed, so a second run pushes nothing
+twice). Only an outage longer than ``PUSH_TASK_PATIENCE_S`` falls through to
+Celery's retry.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger("tasks")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+FIRST_PAUSE_S = 0.1
+LONGEST_PAUSE_S = 2.0
+
+
+def patient_with_redis(body: Callable[P, R]) -> Callable[P, R]:
+    """Run ``body`` again while Redis is away, for up to ``PUSH_TASK_PATIENCE_S`` seconds."""
+
+    @functools.wraps(body)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        deadline = time.monotonic() + settings.PUSH_TASK_PATIENCE_S
+        pause = FIRST_PAUSE_S
+        while True:
+            try:
+                return body(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                if time.monotonic() + pause > deadline:
+                    raise  # a long outage: Celery's retry takes over
+                logger.warning(
+                    "%s: Redis is away (%s); running it again in %.1f s",
+                    body.__name__,
+                    error,
+                    pause,
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, LONGEST_PAUSE_S)
+
+    return run
