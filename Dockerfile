@@ -14,4 +14,4 @@ RUN pip install --no-cache-dir . \
 USER push
 
 EXPOSE 8010
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8010", "--proxy-headers", "project.asgi:application"]
+CMD ["uvicorn", "project.asgi:application", "--host", "0.0.0.0", "--port", "8010", "--proxy-headers", "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log"]

@@ -36,6 +36,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +55,7 @@ from project.redis_server import RedisServer, free_port  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     CeleryWorker,
     ChildProcess,
-    DaphneServer,
+    WebServer,
     manage,
 )
 
@@ -63,9 +64,11 @@ __all__ = [
     "PUSH_RATIOS",
     "REFERENCE_DIR",
     "SYSTEMS",
+    "SYSTEM_CHOICES",
     "ClientFleet",
     "Stack",
     "System",
+    "add_ratios",
     "emit",
     "environment_stamp",
     "exit_on_signals",
@@ -81,8 +84,11 @@ __all__ = [
     "systems_from",
 ]
 
-System = Literal["ours", "seed"]
-SYSTEMS: tuple[System, ...] = ("ours", "seed")
+# "ours": this project on its default server (uvicorn); "ours-daphne": this
+# project on daphne, the seed's server; "seed": bench/reference as written.
+System = Literal["ours", "ours-daphne", "seed"]
+SYSTEMS: tuple[System, ...] = ("ours", "ours-daphne", "seed")
+SYSTEM_CHOICES = ("ours", "ours-daphne", "seed", "both", "all")
 
 # How long a server may take to answer after it starts.
 SERVER_START_TIMEOUT_S = 60.0
@@ -156,6 +162,15 @@ def ratios(
     return result
 
 
+def add_ratios(record: dict[str, Any], higher_is_better: Mapping[str, bool]) -> None:
+    """Add ``ratio`` (ours/seed) and ``ratio_ours_daphne`` (ours on daphne/seed) to ``record``."""
+    if "seed" not in record:
+        return
+    for system, key in (("ours", "ratio"), ("ours-daphne", "ratio_ours_daphne")):
+        if system in record:
+            record[key] = ratios(record[system], record["seed"], higher_is_better)
+
+
 def emit(record: Mapping[str, Any]) -> None:
     """Print ``record`` as the benchmark's one JSON line (on stdout, flushed)."""
     print(json.dumps(record, separators=(", ", ": ")), flush=True)
@@ -192,7 +207,9 @@ def environment_stamp() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
-    for package in ("channels", "channels-redis", "redis", "daphne", "django", "websockets"):
+    packages = ("channels", "channels-redis", "redis", "daphne", "uvicorn", "uvloop", "django",
+                "websockets")  # fmt: skip
+    for package in packages:
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
@@ -206,8 +223,18 @@ def environment_stamp() -> dict[str, Any]:
 
 
 def systems_from(option: str) -> tuple[System, ...]:
-    """``--system ours|seed|both`` as the systems to run, ours first."""
-    return SYSTEMS if option == "both" else (option,)  # type: ignore[return-value]
+    """``--system`` as the systems to run, ours first: ``both`` is ours and the
+    seed, ``all`` adds ours on daphne."""
+    if option == "all":
+        return SYSTEMS
+    if option == "both":
+        return ("ours", "seed")
+    return (option,)  # type: ignore[return-value]
+
+
+def is_project(system: System) -> bool:
+    """Whether ``system`` runs this project (on either server) rather than the seed."""
+    return system != "seed"
 
 
 def _port_open(port: int) -> bool:
@@ -222,12 +249,14 @@ def _port_open(port: int) -> bool:
 
 
 class Stack:
-    """A throwaway Redis plus one system's daphne, all stopped by ``stop()``/``with``.
+    """A throwaway Redis plus one system's web server, all stopped by ``stop()``/``with``.
 
-    ``system`` is ``"ours"`` (this project; its SQLite database migrated once) or
-    ``"seed"`` (``bench/reference``). ``server=False`` starts only Redis (and,
-    for ours, the database), e.g. for a Celery-only benchmark. ``extra_env``
-    is added to the servers' environment (``PUSH_CHANNEL_CAPACITY=...``, say).
+    ``system`` is ``"ours"`` (this project on its default server, uvicorn; its
+    SQLite database migrated once), ``"ours-daphne"`` (this project on daphne)
+    or ``"seed"`` (``bench/reference`` on daphne). ``server=False`` starts only
+    Redis (and, for ours, the database), e.g. for a Celery-only benchmark.
+    ``web_processes`` > 1 runs that many uvicorn workers on one port (ours only).
+    ``extra_env`` is added to the servers' environment (``PUSH_CHANNEL_CAPACITY=...``).
     """
 
     def __init__(
@@ -235,13 +264,18 @@ class Stack:
         system: System,
         *,
         server: bool = True,
+        web_processes: int = 1,
         extra_env: Mapping[str, str] | None = None,
         name: str = "bench",
     ) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
+        if web_processes != 1 and system != "ours":
+            raise ValueError("only ours (uvicorn) runs several web processes on one port")
         self.system = system
+        self.project = is_project(system)
         self.want_server = server
+        self.web_processes = web_processes
         self.extra_env = dict(extra_env or {})
         self.directory = Path(tempfile.mkdtemp(prefix=f"{name}-{system}-"))
         self.redis: RedisServer | None = None
@@ -257,7 +291,7 @@ class Stack:
         try:
             self.redis = RedisServer.start(self.directory / "redis", tied_to_parent=True)
             self.env = self._environment()
-            if self.system == "ours":
+            if self.project:
                 migrated = manage(["migrate", "--verbosity", "0"], self.env, timeout=300)
                 if migrated.returncode != 0:
                     raise RuntimeError(f"migrate failed:\n{migrated.stderr}")
@@ -294,7 +328,7 @@ class Stack:
             if key not in {"DJANGO_SETTINGS_MODULE", "PYTHONPATH", "DATABASE_URL", "REDIS_URL"}
         }
         env.update(REDIS_URL=self.redis.url, PYTHONUNBUFFERED="1")
-        if self.system == "ours":
+        if self.project:
             env.update(
                 DJANGO_SETTINGS_MODULE="project.settings",
                 DATABASE_URL=f"sqlite:///{self.directory / 'db.sqlite3'}",
@@ -307,7 +341,12 @@ class Stack:
 
     def _start_server(self) -> ChildProcess:
         if self.system == "ours":
-            return DaphneServer(self.env, self.directory, self.port, name="daphne-ours")
+            return WebServer(
+                self.env, self.directory, self.port, "uvicorn", workers=self.web_processes,
+                name="uvicorn-ours",
+            )  # fmt: skip
+        if self.system == "ours-daphne":
+            return WebServer(self.env, self.directory, self.port, "daphne", name="daphne-ours")
         # The seed's deployment line, on a local port: daphne -b ... -p ... --proxy-headers.
         argv = [
             sys.executable, "-m", "daphne",
@@ -320,7 +359,7 @@ class Stack:
 
     def start_worker(self, concurrency: int = 2, name: str = "worker") -> CeleryWorker:
         """A Celery worker of this project on this stack's Redis (ours only)."""
-        if self.system != "ours":
+        if not self.project:
             raise ValueError("the seed has no Celery worker of its own")
         worker = CeleryWorker(
             self.env, self.directory, f"{name}-{os.getpid()}@localhost", name, concurrency
@@ -337,7 +376,7 @@ class Stack:
 
     def room_path(self, room: str) -> str:
         """The seed route of ``room`` on this system (ours also answers the seed's own path)."""
-        return f"/ws/heartbeat/{room}/" if self.system == "ours" else f"/heartbeat/{room}/"
+        return f"/ws/heartbeat/{room}/" if self.project else f"/heartbeat/{room}/"
 
     def ws_url(self, room: str) -> str:
         return f"ws://127.0.0.1:{self.port}{self.room_path(room)}"
@@ -345,10 +384,44 @@ class Stack:
     # measurements
 
     def server_rss_kib(self) -> int:
-        return process_rss_kib(self.server.pid) if self.server else 0
+        """Resident memory of the server's processes (all uvicorn workers), in KiB."""
+        return sum(map(process_rss_kib, self.server_pids()))
 
     def server_cpu_s(self) -> float:
-        return process_cpu_s(self.server.pid) if self.server else 0.0
+        """CPU seconds used by the server's processes (all uvicorn workers)."""
+        return sum(map(process_cpu_s, self.server_pids()))
+
+    def warm_up(self, sockets: int = 20) -> int:
+        """Open and close ``sockets`` sockets on the seed route; the RSS after it, in KiB.
+
+        A server's first connections load code and fill caches (Django's URL
+        resolver, the Redis client's modules): megabytes that belong to no
+        connection. Measuring "idle" memory after a warm-up keeps them out of
+        the per-connection figure, for both systems alike.
+        """
+        from websockets.sync.client import connect
+
+        opened = [
+            connect(self.ws_url("warmup"), origin=self.origin, open_timeout=30)
+            for _ in range(sockets)
+        ]
+        for socket_ in opened:
+            socket_.recv(timeout=30)  # the greeting: the consumer is running
+        for socket_ in opened:
+            socket_.close()  # waits for the server's closing frame
+        return self.server_rss_kib()
+
+    def server_pids(self) -> list[int]:
+        """The server process and its children (uvicorn's workers)."""
+        import psutil
+
+        if self.server is None:
+            return []
+        try:
+            children = psutil.Process(self.server.pid).children(recursive=True)
+        except psutil.Error:
+            return [self.server.pid]
+        return [self.server.pid, *(child.pid for child in children)]
 
     def log_offset(self) -> int:
         return self.server.log_size() if self.server else 0
@@ -394,7 +467,7 @@ def _publisher_process(
     import django
 
     django.setup()
-    if system == "ours":
+    if is_project(system):
         from ws import topics
         from ws.push import push
 
@@ -866,6 +939,66 @@ def _busiest(reports: Iterable[Mapping[str, Any]]) -> float | None:
     return round(max(shares), 1) if shares else None
 
 
+# --- the server's hot path: py-spy --------------------------------------------------------
+
+
+class ServerProfile:
+    """py-spy sampling a stack's server processes for ``seconds``; a summary at ``path``.
+
+    Does nothing when ``path`` is None. The summary lists the functions with
+    the most samples on their own (self) and under them (inclusive); the raw
+    samples (``path`` + ``.raw``) load into speedscope or flamegraph.pl.
+    """
+
+    def __init__(self, stack: Stack, path: Path | None, seconds: float) -> None:
+        self.path = path
+        self.process: subprocess.Popen[bytes] | None = None
+        if path is None or stack.server is None:
+            return
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(py_spy).exists():
+            raise RuntimeError("py-spy is not installed: make bench installs it (.[bench])")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.raw = path.with_suffix(path.suffix + ".raw")
+        argv = [
+            py_spy, "record", "--pid", str(stack.server.pid), "--subprocesses",
+            "--duration", str(max(1, round(seconds))), "--rate", "200",
+            "--format", "raw", "--output", str(self.raw), "--nonblocking",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finish(self) -> None:
+        """Wait for py-spy (bounded by its duration) and write the summary."""
+        if self.process is None or self.path is None:
+            return
+        self.process.wait(timeout=300)
+        if self.raw.exists():
+            self.path.write_text(summarize_profile(self.raw.read_text()))
+            note(f"profile of the server's hot path: {self.path}")
+
+
+def summarize_profile(raw: str, top: int = 30) -> str:
+    """py-spy's raw (collapsed) stacks as two tables: self and inclusive sample shares."""
+    own: Counter[str] = Counter()
+    under: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        frames = stack.split(";")
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            under[frame] += samples
+    lines = [f"{total} samples"]
+    for title, counter in (("self", own), ("inclusive", under)):
+        lines.append(f"\n-- {title} --")
+        lines.extend(f"{100 * n / total:5.1f}%  {frame}" for frame, n in counter.most_common(top))
+    return "\n".join(lines) + "\n"
+
+
 # --- one push benchmark round: shared by fanout and many_topics --------------------------
 
 
@@ -880,15 +1013,19 @@ def push_round(
     concurrency: int | None = 100,
     connect_timeout: float = 120.0,
     deliver_timeout: float | None = None,
+    web_processes: int = 1,
+    profile_to: Path | None = None,
 ) -> dict[str, Any]:
     """Start ``system``, connect one client per entry of ``client_rooms``, push, measure.
 
     ``pushes`` messages go round-robin over ``push_rooms`` from a separate
     publisher process at ``rate`` per second. Returns the system's figures
     (see the benchmarks' docstrings); everything started is stopped.
+    ``profile_to``: sample the server with py-spy while it pushes and write
+    the hot path there (``ServerProfile``).
     """
-    with Stack(system) as stack:
-        rss_idle = stack.server_rss_kib()
+    with Stack(system, web_processes=web_processes if system == "ours" else 1) as stack:
+        rss_idle = stack.warm_up()
         log_start = stack.log_offset()
         urls = [stack.ws_url(room) for room in client_rooms]
         with ClientFleet(
@@ -905,13 +1042,15 @@ def push_round(
             note(f"{system}: {connect['connected']} connected; pushing {pushes} at {rate}/s")
             fleet.reset_clock()
             cpu_before = stack.server_cpu_s()
+            pacing = pushes / rate if rate > 0 else 0.0
+            profile = ServerProfile(stack, profile_to, seconds=max(pacing, 5.0))
             published = run_publisher(stack, push_rooms, pushes, rate)
             sent = published.get("sent", 0)
             expected = sum(expected_per_push[n % len(push_rooms)] for n in range(sent))
-            pacing = pushes / rate if rate > 0 else 0.0
             budget = deliver_timeout if deliver_timeout is not None else 30 + pacing
             fleet.wait_delivered(expected, timeout=budget)
             cpu_after = stack.server_cpu_s()
+            profile.finish()
             result = fleet.stop()
         failures = stack.server_failures(log_start)
     delivered = result["delivered"]
@@ -946,6 +1085,7 @@ def push_round(
         "client_cpu_pct_max": result["client_cpu_pct_max"],
         "client_cpu_pct_max_connect": connect["client_cpu_pct_max"],
         "client_processes": processes,
+        "web_processes": stack.web_processes,
     }
 
 

@@ -22,15 +22,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    SYSTEM_CHOICES,
     ClientFleet,
     Stack,
     System,
+    add_ratios,
     emit,
     environment_stamp,
     exit_on_signals,
     note,
     raise_nofile_limit,
-    ratios,
     run_publisher,
     systems_from,
 )
@@ -49,7 +50,7 @@ STORM_RATIOS = {
 
 def storm(system: System, clients: int, processes: int, timeout: float) -> dict[str, Any]:
     with Stack(system) as stack:
-        rss_idle = stack.server_rss_kib()
+        rss_idle = stack.warm_up()
         log_start = stack.log_offset()
         urls = [stack.ws_url(ROOM)] * clients
         with ClientFleet(
@@ -93,21 +94,20 @@ def storm(system: System, clients: int, processes: int, timeout: float) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=5000)
-    parser.add_argument("--system", choices=["ours", "seed", "both"], default="both")
+    parser.add_argument("--system", choices=SYSTEM_CHOICES, default="all")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=120.0, help="connect budget, seconds")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, both systems, fast")
     options = parser.parse_args()
     if options.smoke:
-        options.clients, options.system, options.timeout = 20, "both", 20.0
+        options.clients, options.system, options.timeout = 20, "all", 20.0
     exit_on_signals()
     raise_nofile_limit()
 
     record: dict = {"bench": "connect_storm", "clients": options.clients}
     for system in systems_from(options.system):
         record[system] = storm(system, options.clients, options.client_processes, options.timeout)
-    if "ours" in record and "seed" in record:
-        record["ratio"] = ratios(record["ours"], record["seed"], STORM_RATIOS)
+    add_ratios(record, STORM_RATIOS)
     record["environment"] = environment_stamp()
     emit(record)
 

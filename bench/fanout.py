@@ -26,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     PUSH_RATIOS,
+    SYSTEM_CHOICES,
+    add_ratios,
     emit,
     environment_stamp,
     exit_on_signals,
     push_round,
     raise_nofile_limit,
-    ratios,
     systems_from,
 )
 
@@ -48,12 +49,20 @@ def main() -> None:
         default=20.0,
         help="pushes per second (0: as fast as the publisher can)",
     )
-    parser.add_argument("--system", choices=["ours", "seed", "both"], default="both")
+    parser.add_argument("--system", choices=SYSTEM_CHOICES, default="all")
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument(
+        "--web-processes", type=int, default=1, help="uvicorn workers serving ours (one port)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write a py-spy summary of our server's hot path there (needs py-spy)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, both systems, fast")
     options = parser.parse_args()
     if options.smoke:
-        options.clients, options.pushes, options.rate, options.system = 20, 10, 20.0, "both"
+        options.clients, options.pushes, options.rate, options.system = 20, 10, 20.0, "all"
     exit_on_signals()
     raise_nofile_limit()
 
@@ -67,10 +76,11 @@ def main() -> None:
             pushes=options.pushes,
             rate=options.rate,
             processes=options.client_processes,
+            web_processes=options.web_processes,
+            profile_to=options.profile if system == "ours" else None,
             deliver_timeout=20 if options.smoke else None,
         )
-    if "ours" in record and "seed" in record:
-        record["ratio"] = ratios(record["ours"], record["seed"], PUSH_RATIOS)
+    add_ratios(record, PUSH_RATIOS)
     record["environment"] = environment_stamp()
     emit(record)
 

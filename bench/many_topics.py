@@ -20,12 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     PUSH_RATIOS,
+    SYSTEM_CHOICES,
+    add_ratios,
     emit,
     environment_stamp,
     exit_on_signals,
     push_round,
     raise_nofile_limit,
-    ratios,
     systems_from,
 )
 
@@ -36,13 +37,16 @@ def main() -> None:
     parser.add_argument("--topics", type=int, default=500)
     parser.add_argument("--pushes", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200.0, help="pushes per second, all rooms")
-    parser.add_argument("--system", choices=["ours", "seed", "both"], default="both")
+    parser.add_argument("--system", choices=SYSTEM_CHOICES, default="all")
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument(
+        "--web-processes", type=int, default=1, help="uvicorn workers serving ours (one port)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, both systems, fast")
     options = parser.parse_args()
     if options.smoke:
         options.clients, options.topics, options.pushes = 20, 5, 10
-        options.rate, options.system = 20.0, "both"
+        options.rate, options.system = 20.0, "all"
     exit_on_signals()
     raise_nofile_limit()
 
@@ -57,10 +61,10 @@ def main() -> None:
             pushes=options.pushes,
             rate=options.rate,
             processes=options.client_processes,
+            web_processes=options.web_processes,
             deliver_timeout=20 if options.smoke else None,
         )
-    if "ours" in record and "seed" in record:
-        record["ratio"] = ratios(record["ours"], record["seed"], PUSH_RATIOS)
+    add_ratios(record, PUSH_RATIOS)
     record["environment"] = environment_stamp()
     emit(record)
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -43,11 +44,22 @@ from project.redis_server import find_redis_server  # noqa: E402
 RESULTS_DIR = BENCH_DIR / "results"
 
 # (script, arguments): the issue's sizes. Scripts not written yet are skipped.
+# "ours" is uvicorn; "ours on daphne" runs where the seed's server is worth comparing.
+PROFILE_10K = RESULTS_DIR / "profile-fanout-10000.txt"
+FANOUT_BIG = "--rate 1 --pushes 20 --system both --web-processes 2 --client-processes 4"
 PLAN: list[tuple[str, list[str]]] = [
-    ("fanout", ["--clients", "1000"]),
-    ("fanout", ["--clients", "5000"]),
-    ("fanout", ["--clients", "10000"]),
-    ("many_topics", []),
+    # Latency under a load every system can carry, one server process each.
+    ("fanout", shlex.split("--clients 1000 --rate 20 --pushes 200")),
+    # Sustained delivery: more than any of them can carry, one process each; then ours on two.
+    ("fanout", shlex.split("--clients 1000 --rate 80 --pushes 800")),
+    (
+        "fanout",
+        shlex.split("--clients 1000 --rate 80 --pushes 800 --system ours --web-processes 2"),
+    ),
+    # One push a second to 5,000 and 10,000 sockets, two uvicorn processes.
+    ("fanout", shlex.split(f"--clients 5000 {FANOUT_BIG}")),
+    ("fanout", shlex.split(f"--clients 10000 {FANOUT_BIG} --profile {PROFILE_10K}")),
+    ("many_topics", ["--system", "both"]),
     ("connect_storm", []),
     ("worker_rate", ["--pushes", "20000"]),
     ("save_to_screen", ["--saves", "500", "--rate", "50", "--coalesce-ms", "250"]),
@@ -156,10 +168,11 @@ def _targets(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rows_of(label: str, record: Mapping[str, Any]) -> list[list[str]]:
-    """The summary rows of one benchmark run: figure, ours, seed, ratio, target, met."""
+    """The summary rows of one run: figure, ours, ours on daphne, seed, ratio, target, met."""
     if "error" in record:
-        return [[label, f"failed: {record['error']}", "", "", "", ""]]
+        return [[label, f"failed: {record['error']}", "", "", "", "", ""]]
     ours = record.get("ours") if isinstance(record.get("ours"), Mapping) else record
+    on_daphne = record.get("ours-daphne") if isinstance(record.get("ours-daphne"), Mapping) else {}
     seed = record.get("seed") if isinstance(record.get("seed"), Mapping) else None
     ratio = record.get("ratio")
     ratio_of = ratio if isinstance(ratio, Mapping) else {}
@@ -180,15 +193,15 @@ def rows_of(label: str, record: Mapping[str, Any]) -> list[list[str]]:
         if seed is None and record.get("seed_reason"):
             seed_cell = "n/a (no such path in the seed)"
         rows.append(
-            [f"{label}: {key}", _show(ours_value), seed_cell, _show(ratio_of.get(key)),
-             _show(target), _show(met)]
+            [f"{label}: {key}", _show(ours_value), _show(on_daphne.get(key)), seed_cell,
+             _show(ratio_of.get(key)), _show(target), _show(met)]
         )  # fmt: skip
     # Extra variants of ours (worker_rate's publish tasks): their rates.
     for name, extra in record.items():
         if name.startswith("ours_") and isinstance(extra, Mapping):
             for key, value in extra.items():
                 if key.endswith("per_s") and _number(value):
-                    rows.append([f"{label}: {name} {key}", _show(value), "", "", "", ""])
+                    rows.append([f"{label}: {name} {key}", _show(value), "", "", "", "", ""])
     return rows
 
 
@@ -201,12 +214,14 @@ def write_summary(
         f"Run at {facts['timestamp']} on {facts['cpus']} CPUs, Python {facts['python']}, "
         f"{facts['redis_server'].split(' sha=')[0]}, load before {facts['loadavg']}.",
         "",
-        "Ratio: above 1 means ours is better (ours/seed for rates, seed/ours for times and "
+        'Ours runs on uvicorn (the default); "ours on daphne" is the same project on the '
+        "seed's server, where a benchmark ran it. Ratio: above 1 means ours is better "
+        "(ours/seed for rates, seed/ours for times and "
         "memory). Every figure comes from the same run, ours and the seed's setup as written "
         "(`bench/reference/`) one after the other.",
         "",
-        "| figure | ours | seed | ratio | target | met? |",
-        "|---|---|---|---|---|---|",
+        "| figure | ours (uvicorn) | ours on daphne | seed | ratio ours/seed | target | met? |",
+        "|---|---|---|---|---|---|---|",
     ]
     notes = []
     for name, args, record in runs:
@@ -243,9 +258,11 @@ def write_plots(directory: Path, records: Sequence[Mapping[str, Any]]) -> list[P
     )
     if fanouts:
         figure, (rate_axis, p99_axis) = plt.subplots(1, 2, figsize=(11, 4))
-        for system, style in (("ours", "o-"), ("seed", "s--")):
+        for system, style in (("ours", "o-"), ("ours-daphne", "^:"), ("seed", "s--")):
             points = [
-                (r["clients"], r[system]) for r in fanouts if isinstance(r.get(system), Mapping)
+                (r["clients"], r[system])
+                for r in fanouts
+                if isinstance(r.get(system), Mapping) and r.get("rate", 0) <= 20
             ]
             if not points:
                 continue

@@ -1,6 +1,6 @@
 """Time from ``Order.save()`` to the dashboard page showing it, measured in the browser.
 
-A stack of its own: a throwaway Redis, a fresh SQLite database, daphne and a
+A stack of its own: a throwaway Redis, a fresh SQLite database, the web server (uvicorn) and a
 Celery worker as the project deploys them, and headless Chromium (Debian's
 ``chromium``) on ``/``. Each round saves one order in this process and waits
 until the page's "orders today" figure shows it; the page notes the moment its
@@ -30,7 +30,7 @@ sys.path.insert(0, str(BASE_DIR))
 
 from project.redis_server import RedisServer, free_port  # noqa: E402
 from tests.support.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
-from tests.support.processes import CeleryWorker, DaphneServer, manage  # noqa: E402
+from tests.support.processes import CeleryWorker, WebServer, manage  # noqa: E402
 
 WATCH_KPI = """() => {
   window.kpiChanges = [];
@@ -74,8 +74,8 @@ def main() -> None:
         migrated = manage(["migrate", "--verbosity", "0"], env, timeout=300)
         if migrated.returncode != 0:
             raise SystemExit(migrated.stderr)
-        daphne = DaphneServer(env, directory, free_port())
-        processes.append(daphne)
+        server = WebServer(env, directory, free_port())
+        processes.append(server)
         processes.append(CeleryWorker(env, directory, f"bench-{os.getpid()}@localhost", "worker"))
 
         import django
@@ -91,7 +91,7 @@ def main() -> None:
                 executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
             )
             page = browser.new_page()
-            page.goto(daphne.http_url("/"))
+            page.goto(server.http_url("/"))
             page.wait_for_function("() => window.dashboardState && dashboardState.orders")
             page.evaluate(WATCH_KPI)
             shown = page.evaluate("dashboardState.orders.kpis.orders_today")

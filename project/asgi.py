@@ -15,15 +15,20 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Django must be set up before anything imports models (the auth middleware does).
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from ws.origins import OriginValidator  # noqa: E402
 from ws.routing import websocket_urlpatterns  # noqa: E402
+from ws.sessions import websocket_session_stack  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Channels' AuthMiddlewareStack, with a session middleware that leaves
+        # ``send`` unwrapped (ws/sessions.py).
+        "websocket": OriginValidator(
+            websocket_session_stack(AuthMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

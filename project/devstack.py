@@ -1,7 +1,8 @@
 """``make run``: the whole stack in one foreground tree, with prefixed logs.
 
 Starts the embedded Redis (when ``REDIS_URL`` is unset), then the Procfile's
-processes -- daphne, a Celery worker and beat -- under honcho, prints the URL,
+processes -- the web server (uvicorn; ``WEB_SERVER=daphne`` for the seed's),
+a Celery worker and beat -- under honcho, prints the URL,
 and stops everything on Ctrl-C.
 
     python -m project.devstack [--host 127.0.0.1] [--port 8010]
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,15 +20,23 @@ from honcho.manager import Manager
 from honcho.printer import Printer
 
 from project.redis_server import ensure_embedded_redis
+from project.servers import web_argv, web_server_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def commands(host: str, port: int) -> dict[str, str]:
-    """The stack's processes, as the Procfile runs them (bound to ``host`` here)."""
+def commands(host: str, port: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The stack's processes, as the Procfile runs them (bound to ``host`` here).
+
+    The web server is uvicorn unless ``WEB_SERVER=daphne``; ``WEB_CONCURRENCY``
+    uvicorn processes (default 1) share the port.
+    """
+    environ = dict(os.environ if environ is None else environ)
     python = sys.executable
+    server = web_server_from_env(environ)
+    workers = int(environ.get("WEB_CONCURRENCY") or 1) if server == "uvicorn" else 1
     return {
-        "web": f"{python} -m daphne -b {host} -p {port} --proxy-headers project.asgi:application",
+        "web": shlex.join(web_argv(server, host=host, port=port, workers=workers)),
         "worker": f"{python} -m celery -A project worker --loglevel INFO --concurrency 2",
         "beat": f"{python} -m celery -A project beat --loglevel INFO",
     }
@@ -48,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedded Redis at {env['REDIS_URL']} (files in .run/redis/)", flush=True)
 
     manager = Manager(Printer(sys.stdout))
-    for name, command in commands(args.host, args.port).items():
+    for name, command in commands(args.host, args.port, env).items():
         manager.add_process(name, command, env=env, cwd=str(BASE_DIR))
     shown = "127.0.0.1" if args.host == "0.0.0.0" else args.host  # noqa: S104
     print(

@@ -17,6 +17,7 @@ the subclass hooks only where a consumer's queue is made (pinned 4.3).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -31,19 +32,31 @@ OVERFLOW_EVENT = "push.overflow"
 DEFAULT_CAPACITY = 1000
 
 
-class BoundedQueue(asyncio.Queue[Any]):
-    """A consumer's queue: at most ``capacity`` messages, then one overflow marker."""
+class BoundedQueue:
+    """A consumer's queue: at most ``capacity`` messages, then one overflow marker.
+
+    It stands in for the ``asyncio.Queue`` channels-redis makes, which it uses
+    only through ``put_nowait`` and ``get`` by the one consumer that owns the
+    channel. With one reader, a deque and one waiting future do the job: about
+    2 KiB less per socket than ``asyncio.Queue`` (three deques and an Event).
+    """
+
+    __slots__ = ("_items", "_waiter", "capacity", "channel", "marker", "marker_queued")
 
     def __init__(self, capacity: int, marker: bytes, channel: str) -> None:
-        super().__init__()
         self.capacity = capacity
         self.marker = marker
         self.channel = channel
         self.marker_queued = False
+        self._items: collections.deque[Any] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items)
 
     def put_nowait(self, item: Any) -> None:
-        if item is self.marker or self.qsize() < self.capacity:
-            super().put_nowait(item)
+        if item is self.marker or len(self._items) < self.capacity:
+            self._append(item)
             return
         counters.messages_dropped += 1
         if not self.marker_queued:
@@ -55,10 +68,23 @@ class BoundedQueue(asyncio.Queue[Any]):
                 self.channel,
                 self.capacity,
             )
-            super().put_nowait(self.marker)
+            self._append(self.marker)
 
-    def _get(self) -> Any:
-        item = super()._get()
+    def _append(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        """The oldest message, waiting for one if there is none (one reader only)."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
         if item is self.marker:
             self.marker_queued = False
         return item
@@ -89,7 +115,22 @@ class BoundedLoopLayer(RedisPubSubLoopLayer):
 
 
 class PushChannelLayer(RedisPubSubChannelLayer):
-    """``RedisPubSubChannelLayer`` with bounded consumer queues (CONFIG ``capacity``)."""
+    """``RedisPubSubChannelLayer`` with bounded consumer queues (CONFIG ``capacity``).
+
+    A group message reaches every member's queue as the same bytes object, so
+    it is decoded once for all of them (the last decoded message is kept).
+    Members therefore share the event dict: handlers read events, never change them.
+    """
+
+    _last_decoded: tuple[bytes | None, Any] = (None, None)
+
+    def deserialize(self, message: bytes) -> Any:
+        raw, event = self._last_decoded  # one read: safe when threads share the layer
+        if message is raw:
+            return event
+        event = super().deserialize(message)
+        self._last_decoded = (message, event)
+        return event
 
     def _get_layer(self) -> BoundedLoopLayer:
         loop = asyncio.get_running_loop()

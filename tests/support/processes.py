@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from project.redis_server import die_with_parent
+from project.servers import WebServer as WebServerName
+from project.servers import web_argv
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -119,24 +121,29 @@ class CeleryWorker(ChildProcess):
         self.wait_until(lambda: f"{hostname} ready." in self.log_text(), 60, "ready")
 
 
-class DaphneServer(ChildProcess):
-    """daphne, started with the seed's flags on a free port of 127.0.0.1."""
+class WebServer(ChildProcess):
+    """``project.asgi:application`` served by uvicorn or daphne on a free port of 127.0.0.1.
+
+    The command line is the one ``make run`` and the Procfile use
+    (``project.servers.web_argv``); ``workers`` > 1 runs several uvicorn
+    processes on the one port.
+    """
 
     def __init__(
         self,
         env: Mapping[str, str],
         log_dir: Path,
         port: int,
-        name: str = "daphne",
+        server: WebServerName = "uvicorn",
+        *,
+        workers: int = 1,
+        name: str | None = None,
         extra_args: Sequence[str] = (),
     ):
         self.port = port
-        argv = [
-            sys.executable, "-m", "daphne",
-            "-b", "127.0.0.1", "-p", str(port), "--proxy-headers", *extra_args,
-            "project.asgi:application",
-        ]  # fmt: skip
-        super().__init__(name, argv, env, log_dir)
+        self.server_name = server
+        argv = [*web_argv(server, host="127.0.0.1", port=port, workers=workers), *extra_args]
+        super().__init__(name or server, argv, env, log_dir)
         self.wait_until(lambda: http_ok(self.http_url("/healthz")), 30, "answer on /healthz")
 
     @property
@@ -148,6 +155,20 @@ class DaphneServer(ChildProcess):
 
     def ws_url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
+
+
+class DaphneServer(WebServer):
+    """daphne, started with the seed's flags on a free port of 127.0.0.1."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        port: int,
+        name: str = "daphne",
+        extra_args: Sequence[str] = (),
+    ):
+        super().__init__(env, log_dir, port, "daphne", name=name, extra_args=extra_args)
 
 
 def manage(

@@ -8,13 +8,17 @@ error frame and the socket stays open, until a client has sent
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from typing import Any
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from ws._publisher import PUSH_EVENT_TYPE
+from ws.consumers.dispatch import dispatch_in_turn
 from ws.consumers.identity import IdentityMixin
 from ws.limits import FrameRate
 from ws.protocol import CloseCode, ProtocolError, frame_too_large
@@ -48,6 +52,16 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
 
     def scope_client(self) -> str:
         return describe_client(self.scope, self.user)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' ``AsyncConsumer.__call__`` with a lighter event loop (``dispatch_in_turn``)."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            await dispatch_in_turn([receive, self.channel_receive], self.dispatch)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route an event; pushes skip Channels' per-message database hop.
