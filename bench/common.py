@@ -10,8 +10,9 @@ A benchmark starts everything it measures and stops it again, even on Ctrl-C:
         result = fleet.stop()
     emit({"bench": "example", **result})
 
-``Stack("ours")`` is this project (daphne ``project.asgi:application``, our
-channel layer, a migrated throwaway SQLite database); ``Stack("seed")`` is the
+``Stack("ours")`` is this project (uvicorn serving ``project.asgi:application``,
+our channel layer, a migrated throwaway SQLite database), ``Stack("ours-daphne")``
+the same on daphne; ``Stack("seed")`` is the
 seed's setup as written (``bench/reference/``: daphne, ``RedisChannelLayer``
 with the seed's settings, the seed's consumer). Each has its own throwaway
 ``redis-server``. Both serve the seed route, ``ws_url(room)``, so a client is

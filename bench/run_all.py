@@ -70,6 +70,9 @@ SCRIPTS = list(dict.fromkeys(name for name, _ in PLAN))
 
 # Figures shown for every benchmark that has them (besides those with a ratio or a target).
 LATENCY_KEYS = ("p50_ms", "p99_ms", "max_ms")
+# Shown for a run of ours alone, which has no ratios to pick figures by.
+HEADLINE_KEYS = ("connected", "delivered_ratio", "delivered_per_s", "server_rss_kib_per_conn",
+                 "server_cpu_us_per_frame", "web_processes")  # fmt: skip
 
 
 def lower_is_better(key: str) -> bool:
@@ -178,6 +181,8 @@ def rows_of(label: str, record: Mapping[str, Any]) -> list[list[str]]:
     ratio_of = ratio if isinstance(ratio, Mapping) else {}
     targets = _targets(record)
     keys = [k for k in ratio_of if _number(ours.get(k)) or (seed and _number(seed.get(k)))]
+    if not ratio_of:  # ours alone (another server count, say): its headline figures
+        keys += [k for k in HEADLINE_KEYS if _number(ours.get(k))]
     keys += [k for k in targets if k not in keys]
     keys += [k for k in LATENCY_KEYS if k not in keys and _number(ours.get(k))]
     rows = []
