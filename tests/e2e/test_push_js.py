@@ -16,6 +16,7 @@ from tests.support.processes import DaphneServer
 from ws import push, topics
 from ws._publisher import publisher
 from ws.protocol import encode_body
+from ws.push import ephemeral
 
 WAIT_MS = 10_000
 
@@ -44,14 +45,17 @@ HARNESS = """
   window.errors = [];
   window.received = {};  // topic -> [data]
   window.resets = [];    // [topic, frame]
+  window.ephemerals = {};  // topic -> [data]
   window.stops = {};     // topic -> the unsubscribe function
   window.client = new PushClient(options);
   client.on("state", (state) => states.push(state));
   client.on("error", (frame) => errors.push(frame));
   window.listen = (topic) => {
     received[topic] = [];
+    ephemerals[topic] = [];
     stops[topic] = client.subscribe(topic, (data) => received[topic].push(data), {
       onReset: (frame) => resets.push([topic, frame]),
+      onEphemeral: (data) => ephemerals[topic].push(data),
     });
   };
 }
@@ -64,6 +68,12 @@ def push_from_thread(topic: str, data: Any) -> int:
     """``push`` as a view would: Playwright's sync API runs an event loop in this thread."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(push, topic, data).result()
+
+
+def ephemeral_from_thread(topic: str, data: Any) -> None:
+    """``ephemeral`` (someone is typing) as a view or a publish handler would send it."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(ephemeral, topic, data).result()
 
 
 def lose_on_the_way(topic: str, data: Any) -> int:
@@ -356,5 +366,30 @@ def test_refused_credentials_are_retried_a_few_times_then_the_client_stops(
     assert page.evaluate("refusedErrors")[-1] == 4001
     # Stopped: no socket, no retry pending.
     assert page.evaluate("refused._socket === null && refused._retryTimer === null")
+    assert page_errors == []
+    page.close()
+
+
+def test_ephemeral_events_reach_their_callback_outside_the_message_order(
+    daphne_server,
+    browser,  # noqa: F811
+):
+    topic = "room.pushjs-typing"
+    page, page_errors = open_page(browser, daphne_server)
+    listen(page, topic)
+    push_from_thread(topic, "m1")
+    wait_received(page, topic, 1)
+
+    ephemeral_from_thread(topic, {"type": "typing", "user": 7})
+    wait_for(page, "(topic) => ephemerals[topic].length === 1", topic)
+    push_from_thread(topic, "m2")
+    wait_received(page, topic, 2)
+
+    # The typing event went to onEphemeral only: the messages kept their order, no
+    # gap was seen (no replay asked for), and nothing was reset.
+    assert page.evaluate("(topic) => ephemerals[topic]", topic) == [{"type": "typing", "user": 7}]
+    assert received(page, topic) == ["m1", "m2"]
+    assert len(frames(page, "sent", topic, "subscribe")) == 1
+    assert page.evaluate("resets") == []
     assert page_errors == []
     page.close()

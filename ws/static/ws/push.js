@@ -9,6 +9,7 @@
  *   const stop = client.subscribe("dashboard.sales", (data, frame) => render(data), {
  *     onReset(frame) {},                               // continuity broke: drop what you hold
  *     onPresence(members) {}, onJoin(member) {}, onLeave(member) {},
+ *     onEphemeral(data, frame) {},                     // not numbered, never replayed (typing)
  *   });
  *   stop();                                            // unsubscribe this handler
  *   client.close();                                    // for good; no reconnect
@@ -384,6 +385,9 @@
         case "leave":
           this._onPresence(frame);
           break;
+        case "ephemeral":
+          this._onEphemeral(frame);
+          break;
         case "error":
           this._emit("error", frame);
           break;
@@ -498,6 +502,20 @@
         this._call(sub, "onJoin", member);
       } else {
         this._call(sub, "onLeave", member);
+      }
+    }
+
+    // An ephemeral event (someone is typing): outside the seq order, for the moment only.
+    _onEphemeral(frame) {
+      const sub = this._topics.get(frame.topic);
+      if (!sub) return;
+      for (const listener of Array.from(sub.listeners)) {
+        if (typeof listener.onEphemeral !== "function") continue;
+        try {
+          listener.onEphemeral(frame.data, frame);
+        } catch (error) {
+          report(error);
+        }
       }
     }
 
