@@ -230,6 +230,9 @@ DASHBOARD_COALESCE_MS = env_int("DASHBOARD_COALESCE_MS", 250)
 BROADCAST_CHECK_S = env_float("BROADCAST_CHECK_S", 10.0)
 
 # --- chat (chat/) -----------------------------------------------------------------------
+# Where the chat page sends a visitor who is not signed in (Django's LoginView).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:index"
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 # At most CHAT_RATE_MESSAGES messages per user in any CHAT_RATE_WINDOW_S seconds.
 CHAT_RATE_MESSAGES = env_int("CHAT_RATE_MESSAGES", 10)

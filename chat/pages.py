@@ -1,0 +1,20 @@
+"""The chat page: rooms, messages, who is here and who is typing, over push.js."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+
+@login_required
+def index(request: HttpRequest) -> HttpResponse:
+    """``/chat/``: everything on it comes from the JSON endpoints and the ``chat.<room>`` topics."""
+    user = request.user
+    config = {
+        "user": {"id": user.pk, "name": user.get_username()},
+        "roomsUrl": reverse("chat:rooms"),
+        "messagesUrl": reverse("chat:messages", args=["ROOM"]),
+    }
+    return render(request, "chat/index.html", {"page_config": config})
