@@ -65,6 +65,7 @@ PLAN: list[tuple[str, list[str]]] = [
     ("save_to_screen", ["--saves", "500", "--rate", "50", "--coalesce-ms", "250"]),
     ("save_to_screen", ["--saves", "500", "--rate", "50", "--coalesce-ms", "50"]),
     ("save_to_dom", ["--saves", "200"]),
+    ("chat_to_screen", ["--messages", "200"]),
 ]
 SCRIPTS = list(dict.fromkeys(name for name, _ in PLAN))
 

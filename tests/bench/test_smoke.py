@@ -110,3 +110,9 @@ def test_save_to_dom() -> None:
     record = run_smoke("save_to_dom")
     assert record["saves"] == 3
     assert 0 < record["p50_ms"] <= record["p99_ms"] <= record["max_ms"]
+
+
+def test_chat_to_screen() -> None:
+    record = run_smoke("chat_to_screen")
+    assert record["messages"] == 3
+    assert 0 < record["p50_ms"] <= record["p99_ms"] <= record["max_ms"]
