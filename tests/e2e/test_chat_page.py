@@ -71,6 +71,12 @@ def test_two_users_chat_see_each_other_and_who_is_typing(
         page.wait_for_selector("#messages li .text >> text=hello bob", timeout=WAIT_MS)
     assert bob_page.locator("#messages li").last.inner_text() == "page-alice hello bob"
 
+    # Bob sends what he was typing: Alice's page stops saying he is typing.
+    bob_page.fill("#text", "hello alice")
+    bob_page.press("#text", "Enter")
+    alice_page.wait_for_selector("#messages li .text >> text=hello alice", timeout=WAIT_MS)
+    assert alice_page.inner_text("#typing") == ""
+
     # A message from before the page opened comes from the history endpoint.
     late, late_errors = signed_in_page(browser, daphne_server, bob)
     late.wait_for_selector("#messages li .text >> text=hello bob", timeout=WAIT_MS)

@@ -46,8 +46,16 @@
   }
 
   function addMessages(messages) {
-    for (const message of messages) current.messages.set(message.id, message);
+    for (const message of messages) {
+      current.messages.set(message.id, message);
+      const author = message.author && message.author.name;
+      if (author && current.typing.has(author)) {
+        clearTimeout(current.typing.get(author)); // they sent what they were typing
+        current.typing.delete(author);
+      }
+    }
     renderMessages();
+    renderTyping();
   }
 
   function renderMembers(members) {
