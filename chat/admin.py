@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from chat.models import Message, Room
+from chat.models import Call, CallParticipant, Message, Room
 
 
 @admin.register(Room)
@@ -19,3 +19,20 @@ class MessageAdmin(admin.ModelAdmin):
     search_fields = ("text",)
     raw_id_fields = ("room", "author")
     readonly_fields = ("created_at",)
+
+
+class CallParticipantInline(admin.TabularInline):
+    model = CallParticipant
+    raw_id_fields = ("user",)
+    extra = 0
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    """Calls, to look at: their state changes go through ``chat.calls`` (and are pushed)."""
+
+    list_display = ("id", "room", "state", "started_by", "created_at", "ended_at", "end_reason")
+    list_filter = ("state", "end_reason")
+    raw_id_fields = ("room", "started_by")
+    readonly_fields = ("created_at",)
+    inlines = (CallParticipantInline,)

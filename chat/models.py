@@ -99,3 +99,66 @@ class Message(models.Model):
             "text": self.text,
             "created_at": self.created_at,
         }
+
+
+class Call(models.Model):
+    """A voice call in a room: ringing, then active, then ended (see ``chat.calls``).
+
+    A room has at most one live (ringing or active) call, which the database
+    enforces; its signalling topic is ``call.<room slug>``.
+    """
+
+    class State(models.TextChoices):
+        RINGING = "ringing"
+        ACTIVE = "active"
+        ENDED = "ended"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="calls")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.RINGING)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(
+                fields=["room"],
+                condition=Q(state__in=["ringing", "active"]),
+                name="chat_one_live_call_per_room",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"call {self.pk} in {self.room_id} ({self.state})"
+
+
+class CallParticipant(models.Model):
+    """A user's part in a call: in it from ``joined_at`` until ``left_at``, or declined.
+
+    One row per call and user; joining again (after a hang-up) moves ``joined_at``
+    forward, so the order of ``joined_at`` is the order newcomers arrived in.
+    """
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="participants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    joined_at = models.DateTimeField(null=True, blank=True)
+    left_at = models.DateTimeField(null=True, blank=True)
+    declined_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["joined_at", "id"]
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["call", "user"], name="chat_call_participant_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in call {self.call_id}"
+
+    @property
+    def in_call(self) -> bool:
+        return self.joined_at is not None and self.left_at is None

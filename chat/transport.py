@@ -10,12 +10,20 @@ Configured in ``ChatConfig.ready`` (every process):
   into an error frame.
 - ``room.<room>`` (the seed route): clients may send ``{"message": ...}`` to a
   seed room whose Room of the same slug has ``allow_client_messages``.
+- ``call.<room>``: the room's voice calls, for those who may read the room. A
+  publish goes to ``call_publish`` (``{"type": "invite" | "accept" | "decline" |
+  "cancel" | "hangup" | "offer" | "answer" | "ice", ...}``, see ``chat.calls``);
+  and when a user's last socket leaves the topic (``ws.hooks.presence_left``)
+  they leave the room's call.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from channels.db import database_sync_to_async
+
+from chat import calls
 from chat.models import Room
 from chat.services import (
     ChatError,
@@ -25,9 +33,10 @@ from chat.services import (
     send_message,
     send_typing,
 )
-from ws import topics
+from ws import presence, topics
+from ws.hooks import presence_left
 
-__all__ = ["configure_topics", "publish", "seed_room_accepts_messages"]
+__all__ = ["call_publish", "configure_topics", "publish", "seed_room_accepts_messages"]
 
 
 def seed_room_accepts_messages(user: Any, param: str | None) -> bool:
@@ -54,6 +63,53 @@ def publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
         raise topics.PublishRefused(error.code, str(error)) from None
 
 
+_CALL_ACTIONS = {
+    "invite": calls.invite,
+    "accept": calls.accept,
+    "decline": calls.decline,
+    "cancel": calls.cancel,
+    "hangup": calls.hangup,
+}
+
+
+def call_publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
+    """A socket's publish on ``call.<room>``: a state change (its seq) or a relayed SDP/ICE.
+
+    Joining (``invite``, ``accept``) needs a socket subscribed to the topic:
+    the call follows that presence, and ends for a user whose last one leaves.
+    """
+    try:
+        room = Room.objects.filter(slug=topic.param).first()
+        if room is None:
+            raise NotAllowed("no such room")
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind in calls.RELAYED:
+            calls.relay(user, room, kind, data)
+            return None
+        action = _CALL_ACTIONS.get(kind) if isinstance(kind, str) else None
+        if action is None:
+            kinds = ", ".join([*_CALL_ACTIONS, *calls.RELAYED])
+            raise InvalidMessage(f'data must be {{"type": ...}}, one of {kinds}')
+        if kind in ("invite", "accept") and not presence.is_present(topic.name, f"user:{user.pk}"):
+            raise InvalidMessage(f"subscribe to {topic.name} before joining its call")
+        return action(user, room)
+    except ChatError as error:
+        raise topics.PublishRefused(error.code, str(error)) from None
+
+
+async def on_presence_left(sender: Any, topic: str, member: Any, **kwargs: Any) -> None:
+    """A user's last socket left ``call.<room>``: they leave the room's call."""
+    kind, _, slug = topic.partition(".")
+    member_id = str(member.get("id", "")) if isinstance(member, dict) else ""
+    if kind != "call" or not member_id.startswith("user:"):
+        return
+    await database_sync_to_async(calls.participant_gone)(slug, int(member_id.removeprefix("user:")))
+
+
 def configure_topics() -> None:
     topics.configure("chat", subscribe=can_read_slug, publish=can_read_slug, on_publish=publish)
     topics.configure("room", publish=seed_room_accepts_messages)
+    topics.configure(
+        "call", subscribe=can_read_slug, publish=can_read_slug, on_publish=call_publish
+    )
+    presence_left.connect(on_presence_left, dispatch_uid="chat.calls.presence_left")

@@ -18,7 +18,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from chat import services
+from chat import calls, ice, services
 from chat.models import Room
 
 View = Callable[..., JsonResponse]
@@ -117,6 +117,23 @@ def _send(request: HttpRequest, room: Room) -> JsonResponse:
         raise services.InvalidMessage('body must be a JSON object: {"text": ...}')
     message = services.send_message(request.user, room, body.get("text"))
     return JsonResponse({"message": message.as_data(), "seq": message.seq}, status=201)
+
+
+@require_GET
+@_api
+def call(request: HttpRequest, slug: str) -> JsonResponse:
+    """``GET /chat/api/rooms/<slug>/call``: the room's live call, as a state message, or null."""
+    room = _room(request.user, slug)
+    return JsonResponse({"call": calls.current_state(request.user, room)})
+
+
+@require_GET
+@_api
+def ice_servers(request: HttpRequest) -> JsonResponse:
+    """``GET /chat/api/calls/ice-servers``: STUN and TURN (fresh credentials) for a call."""
+    response = JsonResponse(ice.ice_servers(request.user))
+    response["Cache-Control"] = "no-store"  # credentials: never from a cache
+    return response
 
 
 @require_POST

@@ -239,6 +239,15 @@ CHAT_RATE_MESSAGES = env_int("CHAT_RATE_MESSAGES", 10)
 CHAT_RATE_WINDOW_S = env_float("CHAT_RATE_WINDOW_S", 10.0)
 CHAT_HISTORY_PAGE_SIZE = env_int("CHAT_HISTORY_PAGE_SIZE", 50)
 CHAT_HISTORY_PAGE_MAX = env_int("CHAT_HISTORY_PAGE_MAX", 200)
+# Voice calls (chat/calls.py): a ringing call nobody answers ends after this many seconds.
+CALL_RING_TIMEOUT_S = env_float("CALL_RING_TIMEOUT_S", 30.0)
+CALL_MAX_PARTICIPANTS = env_int("CALL_MAX_PARTICIPANTS", 6)
+# ICE servers handed to browsers (GET /chat/api/calls/ice-servers): STUN URLs, and TURN
+# URLs with time-limited credentials (TURN REST scheme, coturn's static-auth-secret).
+CALL_ICE_SERVERS = env_list("CALL_ICE_SERVERS", "")
+CALL_TURN_URLS = env_list("CALL_TURN_URLS", "")
+CALL_TURN_SECRET = os.environ.get("CALL_TURN_SECRET", "")
+CALL_TURN_TTL_S = env_int("CALL_TURN_TTL_S", 3600)
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL

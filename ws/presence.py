@@ -47,8 +47,9 @@ from django.conf import settings
 
 from ws import topics
 from ws._publisher import publisher
+from ws.hooks import presence_left
 
-__all__ = ["Member", "join", "leave", "member_for"]
+__all__ = ["Member", "is_present", "join", "leave", "member_for"]
 
 logger = logging.getLogger("ws")
 
@@ -85,6 +86,7 @@ _SWEEP_LUA = """
 redis.replicate_commands()  -- Redis < 7: TIME before writes needs effects replication
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local left = {}  -- the members whose last socket this script removed
 local function announce(kind, member)
   redis.call('PUBLISH', ARGV[1], cmsgpack.pack({type = kind, topic = ARGV[2], member = member}))
 end
@@ -97,7 +99,10 @@ local function drop(conn)
     redis.call('HDEL', KEYS[3], id)
     local member = redis.call('HGET', KEYS[4], id)
     redis.call('HDEL', KEYS[4], id)
-    if member then announce('presence.leave', member) end
+    if member then
+      announce('presence.leave', member)
+      table.insert(left, member)
+    end
   end
 end
 for _, conn in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
@@ -108,7 +113,8 @@ end
 # Join or refresh. ARGV[3] the TTL (ms); ARGV[4] '1' to return the member list;
 # then (socket, member id, member JSON) triples. A socket not yet present is added
 # and its member's count raised (announced when it becomes 1); one present gets
-# a new expiry. Returns the members' JSON, or 0.
+# a new expiry. Returns [the members' JSON, the swept leaves' JSON] when asked for
+# the list, else the swept leaves' JSON.
 _JOIN_LUA = (
     _SWEEP_LUA
     + """
@@ -128,14 +134,17 @@ for i = 1, 4 do
   redis.call('PEXPIRE', KEYS[i], 2 * ttl)
 end
 if ARGV[4] == '1' then
-  return redis.call('HVALS', KEYS[4])
+  return {redis.call('HVALS', KEYS[4]), left}
 end
-return 0
+return left
 """
 )
 
-# Leave. ARGV[3] the socket.
-_LEAVE_LUA = _SWEEP_LUA + "drop(ARGV[3])\nreturn 0\n"
+# Leave. ARGV[3] the socket. Returns the leaves' JSON (swept ones included).
+_LEAVE_LUA = _SWEEP_LUA + "drop(ARGV[3])\nreturn left\n"
+
+# Whether a member has a live socket entry. ARGV[3] the member id.
+_PRESENT_LUA = "return redis.call('HEXISTS', KEYS[3], ARGV[3])"
 
 
 async def _script(topic: str, lua: str, args: list[Any]) -> Any:
@@ -147,6 +156,16 @@ async def _script(topic: str, lua: str, args: list[Any]) -> Any:
 
 def _ttl_ms() -> int:
     return int(settings.PUSH_PRESENCE_TTL_S * 1000)
+
+
+async def _announce_left(topic: str, left: list[Any]) -> None:
+    """Tell other apps (``ws.hooks.presence_left``) who left; their errors are only logged."""
+    for item in left:
+        member = json.loads(item)
+        answers = await presence_left.asend_robust(sender=Presence, topic=topic, member=member)
+        for receiver, answer in answers:
+            if isinstance(answer, Exception):
+                logger.warning("ws presence_left receiver %r failed: %r", receiver, answer)
 
 
 @dataclass
@@ -186,23 +205,27 @@ class Presence:
         self._keep_alive()
         try:
             async with held.lock:
-                found = await _script(topic, _JOIN_LUA, [_ttl_ms(), "1", conn, *held.conns[conn]])
+                found, left = await _script(
+                    topic, _JOIN_LUA, [_ttl_ms(), "1", conn, *held.conns[conn]]
+                )
         except BaseException:
             # Not refreshed: if the script did add it, the entry expires and is swept.
             self._forget(topic, held, conn)
             raise
         members = [json.loads(item) for item in found]  # bytes or str: both parse
+        await _announce_left(topic, left)
         return sorted(members, key=lambda member: member["id"])
 
     async def leave(self, topic: str, conn: str) -> None:
         """Remove socket ``conn`` from ``topic`` (announced if it was its member's last)."""
         held = self._here().get(topic)
         if held is None:
-            await _script(topic, _LEAVE_LUA, [conn])
-            return
-        async with held.lock:
-            self._forget(topic, held, conn)
-            await _script(topic, _LEAVE_LUA, [conn])
+            left = await _script(topic, _LEAVE_LUA, [conn])
+        else:
+            async with held.lock:
+                self._forget(topic, held, conn)
+                left = await _script(topic, _LEAVE_LUA, [conn])
+        await _announce_left(topic, left)
 
     def _forget(self, topic: str, held: _Held, conn: str) -> None:
         held.conns.pop(conn, None)
@@ -229,12 +252,14 @@ class Presence:
     async def refresh(self) -> None:
         """Push this process's entries' expiry forward and sweep their topics."""
         for topic, held in list(self._held.items()):
+            left: list[Any] = []
             async with held.lock:
                 entries = [(conn, *member) for conn, member in held.conns.items()]
                 for start in range(0, len(entries), _REFRESH_BATCH):
                     batch = entries[start : start + _REFRESH_BATCH]
                     args = [item for entry in batch for item in entry]
-                    await _script(topic, _JOIN_LUA, [_ttl_ms(), "0", *args])
+                    left += await _script(topic, _JOIN_LUA, [_ttl_ms(), "0", *args])
+            await _announce_left(topic, left)
 
 
 presence = Presence()
@@ -248,3 +273,15 @@ async def join(topic: str, conn: str, member: Member) -> list[Member]:
 async def leave(topic: str, conn: str) -> None:
     """Remove socket ``conn`` from ``topic``'s presence."""
     await presence.leave(topic, conn)
+
+
+def is_present(topic: str, member_id: str) -> bool:
+    """Whether ``member_id`` (``"user:7"``) has a socket on ``topic`` now (sync code).
+
+    An entry of a dead process counts until it is swept (within about a TTL).
+    """
+    group = topics.group_name(topic)
+    found = publisher.run(
+        lambda: publisher.run_group_script(group, _PRESENT_LUA, _keys(topic), [topic, member_id])
+    )
+    return bool(found)

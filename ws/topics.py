@@ -18,8 +18,9 @@ that builds group names: nobody else formats ``"chat_%s"``.
 
 (These are the transport's defaults. An app changes a whole family with
 ``configure()`` in its ``AppConfig.ready``: ``chat`` makes ``chat.<room>`` its
-rooms' members only, and lets ``room.<room>`` take client messages where its
-Room allows them.)
+rooms' members only, and ``call.<room>`` (a room's voice calls, the parameter
+being the room's slug) too, and lets ``room.<room>`` take client messages
+where its Room allows them.)
 
 Presence (who is subscribed: ``ws/presence.py``) is on for ``chat.<room>`` and
 ``call.<id>``; ``declare(name, presence=True)`` turns it on for one more topic.

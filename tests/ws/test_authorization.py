@@ -34,7 +34,7 @@ EXPECTED_SUBSCRIBE = {
     "room.lobby": (Y, Y, Y, Y, Y, Y),
     # No Room "lobby" exists: a chat topic is its room's members' only (tests/chat).
     "chat.lobby": (N, N, N, N, N, N),
-    "call.1": (N, Y, Y, Y, Y, Y),
+    "call.1": (N, N, N, N, N, N),  # a call's line is its chat room's: no room "1"
 }
 EXPECTED_PUBLISH = {topic: (N, N, N, N, N, N) for topic in TOPICS}
 EXPECTED_PUBLISH["broadcast"] = (N, N, Y, N, Y, N)

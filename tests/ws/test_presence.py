@@ -52,7 +52,15 @@ def doomed_server(child_env, log_dir):
 
 @pytest.fixture
 def cookies() -> dict[str, str]:
-    """Session cookies of alice, bob and carol, by name."""
+    """Session cookies of alice, bob and carol, by name; and the rooms the tests meet in.
+
+    ``call.<room>`` (a topic with presence) is for those who may read the chat room
+    of that slug (``chat/transport.py``): these rooms are open to any signed-in user.
+    """
+    from chat.models import Room
+
+    for slug in ("pr-two", "pr-same", "pr-kill"):
+        Room.objects.create(slug=slug, title=slug, open_to_signed_in=True)
     return {name: session_cookie(make_user(name)) for name in ("alice", "bob", "carol")}
 
 

@@ -1,0 +1,378 @@
+"""Voice calls: one live call per room, its state machine, and who offers to whom.
+
+A call belongs to a chat room and is for those who may read it (a direct
+room's two users make a one-to-one call), at most ``CALL_MAX_PARTICIPANTS`` at
+once. Its state is in the database (``Call``, ``CallParticipant``): shared by
+every server process and worker, and kept across restarts. Each change locks
+the room's row (PostgreSQL's ``SELECT … FOR UPDATE``; on SQLite the write lock
+taken at ``BEGIN IMMEDIATE``), so changes to one room's call happen one at a
+time, and is pushed to ``call.<room>`` before that lock is let go: the topic's
+``seq`` order is the order of the changes, and a push that fails rolls the
+change back.
+
+    ringing ──accept, or an invite by someone else──▶ active ──▶ ended
+    (fewer than two left in an active call: hang-up or last socket gone)
+    ringing ──cancel, all declined, no answer, the caller gone──▶ ended
+
+Two invites at the same moment meet in one call: the second finds the first's
+call under the lock and joins it. Whoever joins offers to everyone already in
+the call (the state push names them in ``offer_to``); joins are one at a time,
+so two peers never offer to each other at once. Offers, answers and ICE
+candidates go to the addressed participant's ``user.<id>`` topic as ephemeral
+events: only that user's sockets get them (the other participants and the
+room's listeners never see an SDP), and nothing is stored or replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat.models import Call, CallParticipant, Room
+from chat.services import ChatError, InvalidMessage, NotAllowed, can_read, user_by_id
+from ws.protocol import CloseCode
+from ws.push import ephemeral, push
+
+__all__ = [
+    "CallFull",
+    "NoCall",
+    "accept",
+    "call_topic",
+    "cancel",
+    "current_state",
+    "decline",
+    "end_unanswered",
+    "hangup",
+    "invite",
+    "participant_gone",
+    "relay",
+]
+
+logger = logging.getLogger("chat")
+
+STATE_MSG = "call.state"
+LIVE = (Call.State.RINGING, Call.State.ACTIVE)
+RELAYED = ("offer", "answer", "ice")
+# Far above any real SDP; a socket's frame is at most PUSH_MAX_FRAME_BYTES anyway.
+MAX_SDP_CHARS = 60_000
+_CANDIDATE_FIELDS = {"candidate": str, "sdpMid": str, "sdpMLineIndex": int, "usernameFragment": str}
+
+
+class NoCall(ChatError):
+    """No live call to act on in the room, or the user is not in it."""
+
+    code = CloseCode.MALFORMED
+    status = 409
+
+
+class CallFull(ChatError):
+    """The call already has ``CALL_MAX_PARTICIPANTS`` participants."""
+
+    code = CloseCode.FORBIDDEN
+    status = 409
+
+
+def call_topic(room: Room) -> str:
+    """The signalling topic of ``room``'s calls."""
+    return f"call.{room.slug}"
+
+
+def _member(user: Any) -> dict[str, Any]:
+    return {"id": user.pk, "name": user.get_username()}
+
+
+def _in_call(call: Call) -> list[CallParticipant]:
+    """Who is in the call now, in the order they joined."""
+    return list(
+        call.participants.filter(joined_at__isnull=False, left_at__isnull=True)
+        .select_related("user")
+        .order_by("joined_at", "id")
+    )
+
+
+def state_data(
+    call: Call, *, event: str, user: Any = None, offer_to: Iterable[int] = ()
+) -> dict[str, Any]:
+    """The ``call.state`` message: where the call is, who is in it, what just happened."""
+    return {
+        "type": "state",
+        "call": call.pk,
+        "room": call.room.slug,
+        "state": call.state,
+        "participants": [_member(part.user) for part in _in_call(call)],
+        "reason": call.end_reason or None,
+        "event": event,
+        "user": None if user is None else _member(user),
+        # Only on a join: ``user`` offers to each of these; the others wait for its offer.
+        "offer_to": list(offer_to),
+    }
+
+
+def _push_state(call: Call, **what: Any) -> int:
+    return push(call_topic(call.room), state_data(call, **what), msg=STATE_MSG)
+
+
+def _ring_expired(call: Call) -> bool:
+    limit = timedelta(seconds=settings.CALL_RING_TIMEOUT_S)
+    return call.state == Call.State.RINGING and timezone.now() - call.created_at >= limit
+
+
+@contextmanager
+def _room_locked(room: Room) -> Iterator[Call | None]:
+    """The room's live call, with the room's row locked until the transaction ends.
+
+    A ringing call past its timeout whose task has not run yet (no worker, say)
+    is ended here first, in a transaction of its own (what the caller does next
+    may be refused), so nobody joins a call that should have stopped ringing.
+    """
+    with transaction.atomic():
+        call = _lock(room)
+        if call is None or not _ring_expired(call):
+            yield call
+            return
+        _end(call, "unanswered", event="timeout")
+    with transaction.atomic():
+        yield _lock(room)
+
+
+def _lock(room: Room) -> Call | None:
+    """Lock the room's row (until the transaction ends); its live call."""
+    list(Room.objects.select_for_update().filter(pk=room.pk).values_list("pk", flat=True))
+    return Call.objects.filter(room=room, state__in=LIVE).select_related("room").first()
+
+
+def _participant(call: Call, user: Any) -> CallParticipant | None:
+    return call.participants.filter(user=user).first()
+
+
+def _is_in(call: Call, user: Any) -> bool:
+    part = _participant(call, user)
+    return part is not None and part.in_call
+
+
+def _check_reader(user: Any, room: Room) -> None:
+    if not can_read(user, room):
+        raise NotAllowed("not a member of this room")
+
+
+def _end(call: Call, reason: str, *, event: str, user: Any = None) -> int:
+    now = timezone.now()
+    call.participants.filter(joined_at__isnull=False, left_at__isnull=True).update(left_at=now)
+    call.state, call.ended_at, call.end_reason = Call.State.ENDED, now, reason
+    call.save(update_fields=["state", "ended_at", "end_reason"])
+    return _push_state(call, event=event, user=user)
+
+
+def _join(call: Call, user: Any, *, event: str) -> int:
+    """Put ``user`` in the call (it turns active at its second participant) and say so."""
+    already = _in_call(call)
+    if len(already) >= settings.CALL_MAX_PARTICIPANTS:
+        raise CallFull(f"the call is full ({settings.CALL_MAX_PARTICIPANTS} participants)")
+    part, _ = CallParticipant.objects.get_or_create(call=call, user=user)
+    part.joined_at, part.left_at, part.declined_at = timezone.now(), None, None
+    part.save()
+    if call.state == Call.State.RINGING and already:
+        call.state, call.answered_at = Call.State.ACTIVE, timezone.now()
+        call.save(update_fields=["state", "answered_at"])
+    return _push_state(call, event=event, user=user, offer_to=[p.user_id for p in already])
+
+
+def invite(user: Any, room: Room) -> int | None:
+    """Start a call in ``room`` (ringing), or join the one already there; the push's seq.
+
+    None when ``user`` is in the room's call already (nothing changes).
+    """
+    _check_reader(user, room)
+    with _room_locked(room) as call:
+        if call is None:
+            call = Call.objects.create(room=room, started_by=user)
+            seq = _join(call, user, event="invite")
+            ringing = call
+            transaction.on_commit(lambda: _after_invite(ringing, room, user), robust=True)
+            return seq
+        if _is_in(call, user):
+            return None
+        return _join(call, user, event="invite")
+
+
+def _after_invite(call: Call, room: Room, caller: Any) -> None:
+    """Once the ringing call is committed: schedule its timeout, ring the room's members."""
+    from chat.tasks import end_unanswered_call
+
+    end_unanswered_call.apply_async(
+        (call.pk, call.created_at.isoformat()), countdown=settings.CALL_RING_TIMEOUT_S
+    )
+    if room.open_to_signed_in:
+        return  # no member list: those listening on call.<room> see it ring
+    ring = {"type": "ring", "call": call.pk, "room": room.slug, "from": _member(caller)}
+    for member_id in room.members.exclude(pk=caller.pk).values_list("pk", flat=True):
+        ephemeral(f"user.{member_id}", ring)
+
+
+def accept(user: Any, room: Room) -> int | None:
+    """Join the room's live call; the push's seq (None if already in it)."""
+    _check_reader(user, room)
+    with _room_locked(room) as call:
+        if call is None:
+            raise NoCall("no call to accept in this room")
+        if _is_in(call, user):
+            return None
+        return _join(call, user, event="accept")
+
+
+def _everyone_declined(call: Call) -> bool:
+    """Whether every member who could still answer has declined (members-only rooms)."""
+    if call.room.open_to_signed_in:
+        return False  # no list of who is being rung: it rings until answered or timed out
+    in_call = [part.user_id for part in _in_call(call)]
+    waiting = set(call.room.members.exclude(pk__in=in_call).values_list("pk", flat=True))
+    declined = set(
+        call.participants.filter(declined_at__isnull=False).values_list("user_id", flat=True)
+    )
+    return bool(waiting) and waiting <= declined
+
+
+def decline(user: Any, room: Room) -> int:
+    """Say no to the room's call; a ringing call everyone declined ends (``declined``)."""
+    _check_reader(user, room)
+    with _room_locked(room) as call:
+        if call is None:
+            raise NoCall("no call to decline in this room")
+        part, _ = CallParticipant.objects.get_or_create(call=call, user=user)
+        if part.in_call:
+            raise InvalidMessage("you are in this call: hang up instead")
+        part.declined_at = timezone.now()
+        part.save(update_fields=["declined_at"])
+        if call.state == Call.State.RINGING and _everyone_declined(call):
+            return _end(call, "declined", event="decline", user=user)
+        return _push_state(call, event="decline", user=user)
+
+
+def cancel(user: Any, room: Room) -> int:
+    """Stop ringing a call nobody answered yet (``cancelled``)."""
+    _check_reader(user, room)
+    with _room_locked(room) as call:
+        if call is None or not _is_in(call, user):
+            raise NoCall("no call of yours to cancel in this room")
+        if call.state != Call.State.RINGING:
+            raise InvalidMessage("the call was answered: hang up instead")
+        return _end(call, "cancelled", event="cancel", user=user)
+
+
+def _leave(user: Any, room: Room, *, event: str, reason: str, strict: bool) -> int | None:
+    with _room_locked(room) as call:
+        part = None if call is None else _participant(call, user)
+        if call is None or part is None or not part.in_call:
+            if strict:
+                raise NoCall("you are not in a call in this room")
+            return None
+        if call.state == Call.State.RINGING:  # only the caller was in it
+            return _end(call, "cancelled" if event == "hangup" else reason, event=event, user=user)
+        part.left_at = timezone.now()
+        part.save(update_fields=["left_at"])
+        if len(_in_call(call)) < 2:
+            return _end(call, reason, event=event, user=user)
+        return _push_state(call, event=event, user=user)
+
+
+def hangup(user: Any, room: Room) -> int | None:
+    """Leave the room's call; with fewer than two left it ends (``hung_up``)."""
+    _check_reader(user, room)
+    return _leave(user, room, event="hangup", reason="hung_up", strict=True)
+
+
+def participant_gone(slug: str, user_id: int) -> int | None:
+    """``user_id``'s last socket on ``call.<slug>`` closed: they leave its call, if in one.
+
+    Called from the presence hook (``ws.hooks.presence_left``) in whichever
+    process saw the leave; a ringing call whose caller is gone ends
+    (``disconnected``), as does an active one left with fewer than two.
+    """
+    room = Room.objects.filter(slug=slug).first()
+    user = user_by_id(user_id)
+    if room is None or user is None:
+        return None
+    return _leave(user, room, event="disconnect", reason="disconnected", strict=False)
+
+
+def end_unanswered(call_id: int, created_at: str | None = None) -> int | None:
+    """End call ``call_id`` if it is still ringing (``unanswered``); the push's seq, or None.
+
+    The timeout task scheduled at the invite runs this: a call that was
+    answered, cancelled or declined meanwhile is left alone. ``created_at``
+    (ISO 8601) must match the call's, so a late task never ends another call
+    that got the same id (a database recreated or restored since it was queued).
+    """
+    calls = Call.objects.filter(pk=call_id)
+    if created_at is not None:
+        calls = calls.filter(created_at=datetime.fromisoformat(created_at))
+    call = calls.select_related("room").first()
+    if call is None or call.state != Call.State.RINGING:
+        return None
+    with _room_locked(call.room) as live:
+        if live is None or live.pk != call_id or live.state != Call.State.RINGING:
+            return None  # ended meanwhile (or just now, as expired, by _room_locked)
+        return _end(live, "unanswered", event="timeout")
+
+
+def _check_relayed(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What of ``data`` is relayed for an offer, answer or ICE candidate (checked)."""
+    if kind in ("offer", "answer"):
+        sdp = data.get("sdp")
+        if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP_CHARS:
+            raise InvalidMessage(f'{kind} needs "sdp": a string of 1 to {MAX_SDP_CHARS} characters')
+        return {"sdp": sdp}
+    candidate = data.get("candidate")
+    if candidate is None:  # end of candidates
+        return {"candidate": None}
+    if not isinstance(candidate, dict) or not set(candidate) <= set(_CANDIDATE_FIELDS):
+        raise InvalidMessage(
+            'ice needs "candidate": null or {candidate, sdpMid, sdpMLineIndex, usernameFragment}'
+        )
+    for name, value in candidate.items():
+        kind_ok = value is None or (
+            isinstance(value, _CANDIDATE_FIELDS[name]) and not isinstance(value, bool)
+        )
+        if not kind_ok or (isinstance(value, str) and len(value) > 2000):
+            raise InvalidMessage(f"ice candidate field {name!r} is invalid")
+    return {"candidate": candidate}
+
+
+def relay(user: Any, room: Room, kind: str, data: dict[str, Any]) -> None:
+    """Send an offer, answer or ICE candidate to one other participant of the room's call.
+
+    It goes to ``user.<to>`` as an ephemeral event ``{"type": kind, "call",
+    "room", "from", "sdp" | "candidate"}``: not numbered, not kept, seen by
+    that user's sockets alone.
+    """
+    _check_reader(user, room)
+    to = data.get("to")
+    if isinstance(to, bool) or not isinstance(to, int):
+        raise InvalidMessage(f'{kind} needs "to": the user id of a participant')
+    relayed = _check_relayed(kind, data)
+    call = Call.objects.filter(room=room, state__in=LIVE).first()
+    if call is None:
+        raise NoCall("no call in this room")
+    in_call = {part.user_id for part in _in_call(call)}
+    if user.pk not in in_call:
+        raise NotAllowed("you are not in this call")
+    if to == user.pk or to not in in_call:
+        raise NotAllowed(f"user {to} is not another participant of this call")
+    message = {"type": kind, "call": call.pk, "room": room.slug, "from": _member(user), **relayed}
+    ephemeral(f"user.{to}", message)
+
+
+def current_state(user: Any, room: Room) -> dict[str, Any] | None:
+    """The room's live call as a ``call.state`` message would give it, or None."""
+    _check_reader(user, room)
+    call = Call.objects.filter(room=room, state__in=LIVE).select_related("room").first()
+    if call is None or _ring_expired(call):
+        return None
+    return state_data(call, event="current")

@@ -1,0 +1,616 @@
+"""Voice-call signalling: the state machine on the real database and Redis, then over daphne.
+
+The service tests call ``chat.calls`` and read what was pushed from the topic's
+history; the socket tests run real clients against daphne (two processes for
+the race), and a real Celery worker for the ring timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.test import Client
+from websockets.asyncio.client import ClientConnection
+
+from chat import calls, services
+from chat.models import Call
+from project.redis_server import free_port
+from tests.chat.rooms import make_room, pushed
+from tests.support.clients import FRAME_TIMEOUT_S, open_socket, subscribe
+from tests.support.processes import DaphneServer
+from tests.support.users import in_thread, session_cookie
+from tests.support.waiting import poll_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Frame = dict[str, Any]
+
+
+def states(topic: str) -> list[Frame]:
+    """The ``call.state`` messages pushed to ``topic``, in order."""
+    return [data for _, data in pushed(topic)]
+
+
+def names(state: Frame) -> list[str]:
+    return [member["name"] for member in state["participants"]]
+
+
+def is_state(frame: Frame, topic: str) -> bool:
+    """Whether ``frame`` is a ``call.state`` message of ``topic``."""
+    return frame.get("op") == "message" and frame.get("topic") == topic
+
+
+# --- the service: every transition ---------------------------------------------------------
+
+
+def test_a_group_call_rings_turns_active_and_ends_when_fewer_than_two_are_left(alice, bob, carol):
+    room = make_room("svc-call-group", alice, bob, carol)
+    topic = calls.call_topic(room)
+
+    first = calls.invite(alice, room)
+    assert calls.invite(alice, room) is None  # already in it: nothing changes
+    calls.invite(bob, room)  # a second invite joins (answers) the ringing call
+    calls.accept(carol, room)
+    calls.hangup(carol, room)
+    calls.accept(carol, room)  # back again: a newcomer once more
+    calls.hangup(bob, room)
+    last = calls.hangup(carol, room)
+
+    pushed_states = states(topic)
+    assert [(s["state"], s["event"], s["user"]["name"], names(s)) for s in pushed_states] == [
+        ("ringing", "invite", "alice", ["alice"]),
+        ("active", "invite", "bob", ["alice", "bob"]),
+        ("active", "accept", "carol", ["alice", "bob", "carol"]),
+        ("active", "hangup", "carol", ["alice", "bob"]),
+        ("active", "accept", "carol", ["alice", "bob", "carol"]),
+        ("active", "hangup", "bob", ["alice", "carol"]),
+        ("ended", "hangup", "carol", []),
+    ]
+    # Whoever joins offers to everyone already there; nobody else offers.
+    assert [s["offer_to"] for s in pushed_states] == [
+        [],
+        [alice.pk],
+        [alice.pk, bob.pk],
+        [],
+        [alice.pk, bob.pk],
+        [],
+        [],
+    ]
+    assert pushed_states[-1]["reason"] == "hung_up"
+    assert [s["reason"] for s in pushed_states[:-1]] == [None] * 6
+    assert len({s["call"] for s in pushed_states}) == 1
+    assert (first, last) == (1, 7)
+    call = Call.objects.get()
+    assert (call.state, call.end_reason, call.started_by) == ("ended", "hung_up", alice)
+    assert call.answered_at is not None
+    assert call.ended_at is not None
+
+    with pytest.raises(calls.NoCall):
+        calls.hangup(alice, room)  # ended: nothing to leave
+    with pytest.raises(calls.NoCall):
+        calls.accept(alice, room)
+    calls.invite(bob, room)  # a new call, not the old one
+    assert Call.objects.filter(room=room).count() == 2
+
+
+def test_a_ringing_call_ends_when_cancelled_or_when_its_caller_leaves(alice, bob):
+    room = services.direct_room(alice, bob)
+    topic = calls.call_topic(room)
+
+    calls.invite(alice, room)
+    with pytest.raises(calls.NoCall):
+        calls.cancel(bob, room)  # not the caller's to cancel
+    calls.cancel(alice, room)
+    calls.invite(alice, room)
+    calls.hangup(alice, room)  # the caller hanging up a ringing call cancels it too
+    calls.invite(bob, room)
+    calls.participant_gone(room.slug, bob.pk)  # the caller's last socket closed
+
+    assert [(s["state"], s["event"], s["reason"]) for s in states(topic)] == [
+        ("ringing", "invite", None),
+        ("ended", "cancel", "cancelled"),
+        ("ringing", "invite", None),
+        ("ended", "hangup", "cancelled"),
+        ("ringing", "invite", None),
+        ("ended", "disconnect", "disconnected"),
+    ]
+    assert list(Call.objects.values_list("state", flat=True)) == ["ended"] * 3
+
+
+def test_an_answered_call_cannot_be_cancelled_and_a_disconnect_ends_it(alice, bob):
+    room = services.direct_room(alice, bob)
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+
+    with pytest.raises(services.InvalidMessage):
+        calls.cancel(alice, room)
+    with pytest.raises(services.InvalidMessage):
+        calls.decline(bob, room)  # in the call: hang up instead
+    assert calls.participant_gone(room.slug, 999_999) is None  # nobody we know
+    calls.participant_gone(room.slug, bob.pk)
+
+    last = states(calls.call_topic(room))[-1]
+    assert (last["state"], last["event"], last["user"]["name"], last["reason"]) == (
+        "ended",
+        "disconnect",
+        "bob",
+        "disconnected",
+    )
+    assert calls.participant_gone(room.slug, bob.pk) is None  # already over: once only
+
+
+def test_a_call_ends_declined_once_every_member_declined(alice, bob, carol):
+    direct = services.direct_room(alice, bob)
+    calls.invite(alice, direct)
+    calls.decline(bob, direct)
+    assert [(s["state"], s["reason"]) for s in states(calls.call_topic(direct))] == [
+        ("ringing", None),
+        ("ended", "declined"),
+    ]
+
+    group = make_room("svc-call-declined", alice, bob, carol)
+    calls.invite(alice, group)
+    calls.decline(bob, group)
+    calls.decline(carol, group)
+    assert [(s["state"], s["event"], s["reason"]) for s in states(calls.call_topic(group))] == [
+        ("ringing", "invite", None),
+        ("ringing", "decline", None),  # carol may still answer
+        ("ended", "decline", "declined"),
+    ]
+
+    # An open room has no list of who is rung: a decline never ends the call.
+    lobby = make_room("svc-call-open", open_to_signed_in=True)
+    calls.invite(alice, lobby)
+    calls.decline(bob, lobby)
+    calls.decline(carol, lobby)
+    assert Call.objects.get(room=lobby).state == "ringing"
+
+
+def test_a_full_call_refuses_one_more(alice, bob, carol, settings):
+    settings.CALL_MAX_PARTICIPANTS = 2
+    room = make_room("svc-call-full", alice, bob, carol)
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+
+    with pytest.raises(calls.CallFull):
+        calls.accept(carol, room)
+    assert names(states(calls.call_topic(room))[-1]) == ["alice", "bob"]
+    assert Call.objects.get().participants.filter(user=carol).count() == 0
+
+
+def test_the_ring_timeout_ends_only_the_ringing_call_it_was_scheduled_for(alice, bob, carol):
+    room = make_room("svc-call-timeout", alice, bob)
+    calls.invite(alice, room)
+    call = Call.objects.get()
+    created = call.created_at.isoformat()
+
+    assert calls.end_unanswered(call.pk, "2001-01-01T00:00:00+00:00") is None  # another call
+    seq = calls.end_unanswered(call.pk, created)
+    assert seq is not None
+    assert calls.end_unanswered(call.pk, created) is None  # a re-run does nothing
+    ended = states(calls.call_topic(room))[-1]
+    assert (ended["state"], ended["event"], ended["reason"]) == ("ended", "timeout", "unanswered")
+
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+    answered = Call.objects.get(state="active")
+    assert calls.end_unanswered(answered.pk, answered.created_at.isoformat()) is None
+    assert Call.objects.get(pk=answered.pk).state == "active"
+
+
+def test_an_expired_ringing_call_is_ended_by_the_next_action_without_a_worker(alice, bob, settings):
+    room = services.direct_room(alice, bob)
+    calls.invite(alice, room)
+    settings.CALL_RING_TIMEOUT_S = 0  # its ring time is over now
+
+    with pytest.raises(calls.NoCall):
+        calls.accept(bob, room)
+    assert [(s["state"], s["reason"]) for s in states(calls.call_topic(room))] == [
+        ("ringing", None),
+        ("ended", "unanswered"),
+    ]
+    assert calls.current_state(alice, room) is None
+
+
+def test_the_database_holds_one_live_call_per_room(alice):
+    room = make_room("svc-call-unique", alice)
+    Call.objects.create(room=room)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Call.objects.create(room=room, state=Call.State.ACTIVE)
+    Call.objects.create(room=room, state=Call.State.ENDED)  # ended ones do not count
+
+
+def test_a_non_member_can_neither_start_nor_join_nor_see_a_call(alice, bob, carol):
+    room = make_room("svc-call-private", alice, bob)
+    calls.invite(alice, room)
+
+    for act in (calls.invite, calls.accept, calls.decline, calls.hangup, calls.current_state):
+        with pytest.raises(services.NotAllowed):
+            act(carol, room)
+    with pytest.raises(services.NotAllowed):
+        calls.relay(carol, room, "offer", {"to": alice.pk, "sdp": "v=0"})
+    assert names(states(calls.call_topic(room))[-1]) == ["alice"]
+
+    client = Client()
+    client.force_login(carol)
+    assert client.get(f"/chat/api/rooms/{room.slug}/call").status_code == 403
+    client.force_login(bob)
+    answer = client.get(f"/chat/api/rooms/{room.slug}/call").json()
+    assert (answer["call"]["state"], names(answer["call"])) == ("ringing", ["alice"])
+
+
+# --- ICE servers ---------------------------------------------------------------------------
+
+
+def test_turn_credentials_are_the_hmac_of_a_username_that_expires_after_the_ttl(alice, settings):
+    settings.CALL_ICE_SERVERS = ["stun:stun.example.com:3478"]
+    settings.CALL_TURN_URLS = ["turn:turn.example.com:3478?transport=udp"]
+    settings.CALL_TURN_SECRET = "s3cret"
+    settings.CALL_TURN_TTL_S = 600
+    client = Client()
+    client.force_login(alice)
+
+    before = int(time.time())
+    response = client.get("/chat/api/calls/ice-servers")
+    after = int(time.time())
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    body = response.json()
+    stun, turn = body["iceServers"]
+    assert stun == {"urls": ["stun:stun.example.com:3478"]}
+    assert turn["urls"] == ["turn:turn.example.com:3478?transport=udp"]
+    expiry, user_id = turn["username"].split(":")
+    assert user_id == str(alice.pk)
+    assert before + 600 <= int(expiry) <= after + 600
+    assert body["expires_at"] == int(expiry)
+    expected = hmac.new(b"s3cret", turn["username"].encode(), hashlib.sha1).digest()
+    assert base64.b64decode(turn["credential"]) == expected
+
+    settings.CALL_TURN_SECRET = ""  # no secret: no TURN entry, and nothing expires
+    assert client.get("/chat/api/calls/ice-servers").json() == {
+        "iceServers": [{"urls": ["stun:stun.example.com:3478"]}],
+        "expires_at": None,
+    }
+    assert Client().get("/chat/api/calls/ice-servers").status_code == 401
+
+
+def test_a_turn_credential_is_fixed_by_its_time_and_user(settings):
+    from chat.ice import turn_credential
+
+    settings.CALL_TURN_SECRET = "another"
+    settings.CALL_TURN_TTL_S = 60
+    username, credential, expires = turn_credential(7, now=1_700_000_000.5)
+    assert (username, expires) == ("1700000060:7", 1_700_000_060)
+    digest = hmac.new(b"another", b"1700000060:7", hashlib.sha1).digest()
+    assert credential == base64.b64encode(digest).decode()
+
+
+# --- over sockets --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ring_server(child_env, log_dir):
+    """A second daphne process, whose calls ring for 3 s only."""
+    env = dict(child_env, CALL_RING_TIMEOUT_S="3")
+    server = DaphneServer(env, log_dir, free_port(), name="daphne-calls")
+    yield server
+    server.stop()
+
+
+class Peer:
+    """One user's socket on a room's call topic (and their ``user.<id>``), keeping every frame."""
+
+    def __init__(self, socket: ClientConnection, user: Any, topic: str) -> None:
+        self.socket, self.user, self.topic = socket, user, topic
+        self.seen: list[Frame] = []  # every frame received, in order
+        self._taken: set[int] = set()  # those already handed out by ``next``
+
+    @classmethod
+    async def join(cls, server: DaphneServer, user: Any, topic: str) -> Peer:
+        cookie = await in_thread(session_cookie, user)
+        socket = await open_socket(
+            server.ws_url("/ws/"), server.origin, additional_headers={"Cookie": cookie}
+        )
+        assert (await subscribe(socket, f"user.{user.pk}"))["op"] == "subscribed"
+        assert (await subscribe(socket, topic))["op"] == "subscribed"
+        return cls(socket, user, topic)
+
+    async def next(
+        self, predicate: Callable[[Frame], bool], timeout: float = FRAME_TIMEOUT_S
+    ) -> Frame:
+        """The first frame not handed out yet that satisfies ``predicate``, reading as needed."""
+        scanned = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                for index in range(scanned, len(self.seen)):
+                    if index not in self._taken and predicate(self.seen[index]):
+                        self._taken.add(index)
+                        return self.seen[index]
+                scanned = len(self.seen)
+                self.seen.append(json.loads(await self.socket.recv()))
+
+    async def publish(self, data: Frame) -> Frame:
+        await self.socket.send(json.dumps({"op": "publish", "topic": self.topic, "data": data}))
+        return await self.next(
+            lambda f: f.get("topic") == self.topic and f.get("op") in ("published", "error")
+        )
+
+    async def state(self, seq: int, timeout: float = FRAME_TIMEOUT_S) -> Frame:
+        """The ``call.state`` data pushed as ``seq``."""
+        frame = await self.next(
+            lambda f: f.get("op") == "message" and f["topic"] == self.topic and f["seq"] == seq,
+            timeout,
+        )
+        assert frame["msg"] == "call.state"
+        return frame["data"]
+
+    async def relayed(self, kind: str) -> Frame:
+        """The next offer, answer, ICE candidate or ring sent to this user."""
+        frame = await self.next(
+            lambda f: (
+                f.get("op") == "ephemeral"
+                and f["topic"] == f"user.{self.user.pk}"
+                and f["data"]["type"] == kind
+            )
+        )
+        return frame["data"]
+
+    def all_relayed(self) -> list[Frame]:
+        return [
+            f["data"]
+            for f in self.seen
+            if f.get("op") == "ephemeral" and f["data"]["type"] in calls.RELAYED
+        ]
+
+
+async def test_a_call_over_sockets_rings_connects_and_relays_to_the_addressed_peer_only(
+    daphne_server, alice, bob, carol
+):
+    room = await in_thread(make_room, "e2e-call", alice, bob, carol)
+    topic = "call.e2e-call"
+    a, b, c = [await Peer.join(daphne_server, user, topic) for user in (alice, bob, carol)]
+    me = {user.username: {"id": user.pk, "name": user.username} for user in (alice, bob, carol)}
+
+    invited = await a.publish({"type": "invite"})
+    ringing = await c.state(invited["seq"])
+    assert (ringing["state"], names(ringing), ringing["room"]) == ("ringing", ["alice"], room.slug)
+    for callee in (b, c):
+        ring = await callee.relayed("ring")
+        assert ring == {
+            "type": "ring",
+            "call": ringing["call"],
+            "room": room.slug,
+            "from": me["alice"],
+        }
+
+    accepted = await b.publish({"type": "accept"})
+    joined = await c.publish({"type": "accept"})
+    for peer in (a, b, c):
+        active = await peer.state(accepted["seq"])
+        assert (active["state"], active["user"], active["offer_to"]) == (
+            "active",
+            me["bob"],
+            [alice.pk],
+        )
+        grown = await peer.state(joined["seq"])
+        assert (names(grown), grown["offer_to"]) == (["alice", "bob", "carol"], [alice.pk, bob.pk])
+
+    # The newcomers offer as told; answers and candidates go back to the offerer.
+    for sender, data in (
+        (b, {"type": "offer", "to": alice.pk, "sdp": "v=0 bob->alice"}),
+        (c, {"type": "offer", "to": alice.pk, "sdp": "v=0 carol->alice"}),
+        (c, {"type": "offer", "to": bob.pk, "sdp": "v=0 carol->bob"}),
+        (a, {"type": "answer", "to": bob.pk, "sdp": "v=0 alice->bob"}),
+        (b, {"type": "ice", "to": carol.pk, "candidate": {"candidate": "c1", "sdpMid": "0"}}),
+        (a, {"type": "ice", "to": bob.pk, "candidate": None}),
+    ):
+        answer = await sender.publish(data)
+        assert answer == {"op": "published", "topic": topic}  # not numbered, not kept
+    refused = await b.publish({"type": "offer", "to": bob.pk, "sdp": "v=0"})
+    assert (refused["op"], refused["code"]) == ("error", 4003)  # not to oneself
+    refused = await b.publish({"type": "offer", "to": alice.pk})
+    assert (refused["op"], refused["code"]) == ("error", 4400)  # no sdp
+
+    hung_up = await a.publish({"type": "hangup"})  # a marker after every relay
+    for peer in (a, b, c):
+        after = await peer.state(hung_up["seq"])
+        assert (after["state"], names(after)) == ("active", ["bob", "carol"])
+    got = {peer.user.username: peer.all_relayed() for peer in (a, b, c)}
+    call_id = ringing["call"]
+    base = {"call": call_id, "room": room.slug}
+    assert got == {
+        "alice": [
+            {**base, "type": "offer", "from": me["bob"], "sdp": "v=0 bob->alice"},
+            {**base, "type": "offer", "from": me["carol"], "sdp": "v=0 carol->alice"},
+        ],
+        "bob": [
+            {**base, "type": "offer", "from": me["carol"], "sdp": "v=0 carol->bob"},
+            {**base, "type": "answer", "from": me["alice"], "sdp": "v=0 alice->bob"},
+            {**base, "type": "ice", "from": me["alice"], "candidate": None},
+        ],
+        "carol": [
+            {
+                **base,
+                "type": "ice",
+                "from": me["bob"],
+                "candidate": {"candidate": "c1", "sdpMid": "0"},
+            },
+        ],
+    }
+    refused = await b.publish({"type": "offer", "to": alice.pk, "sdp": "v=0"})
+    assert (refused["op"], refused["code"]) == ("error", 4003)  # alice has left the call
+
+
+async def test_a_non_member_can_neither_subscribe_to_nor_publish_on_nor_join_a_call(
+    daphne_server, alice, bob, carol
+):
+    await in_thread(make_room, "e2e-call-private", alice, bob)
+    topic = "call.e2e-call-private"
+    a = await Peer.join(daphne_server, alice, topic)
+    invited = await a.publish({"type": "invite"})
+    cookie = await in_thread(session_cookie, carol)
+    intruder = await open_socket(
+        daphne_server.ws_url("/ws/"), daphne_server.origin, additional_headers={"Cookie": cookie}
+    )
+
+    assert (await subscribe(intruder, topic))["code"] == 4003
+    assert (await subscribe(intruder, "call.e2e-no-such-room"))["code"] == 4003
+    outsider = Peer(intruder, carol, topic)
+    for data in (
+        {"type": "invite"},
+        {"type": "accept"},
+        {"type": "hangup"},
+        {"type": "offer", "to": alice.pk, "sdp": "v=0"},
+    ):
+        refused = await outsider.publish(data)
+        assert (refused["op"], refused["code"]) == ("error", 4003)
+    assert not [f for f in outsider.seen if f.get("op") in ("message", "ephemeral", "presence")]
+
+    # A member must be on the topic to join: the call follows that socket's presence.
+    cookie = await in_thread(session_cookie, bob)
+    unsubscribed = await open_socket(
+        daphne_server.ws_url("/ws/"), daphne_server.origin, additional_headers={"Cookie": cookie}
+    )
+    refused = await Peer(unsubscribed, bob, topic).publish({"type": "accept"})
+    assert (refused["op"], refused["code"]) == ("error", 4400)
+    assert "subscribe to" in refused["msg"]
+
+    def participants() -> list[str]:
+        call = Call.objects.get(room__slug="e2e-call-private")
+        return [p.user.username for p in call.participants.select_related("user")]
+
+    assert await in_thread(participants) == ["alice"]
+    assert (await a.state(invited["seq"]))["state"] == "ringing"
+
+
+async def test_a_participant_whose_last_socket_closes_leaves_and_the_call_ends(
+    daphne_server, redis_client, alice, bob, carol
+):
+    await in_thread(make_room, "e2e-call-gone", alice, bob, carol)
+    topic = "call.e2e-call-gone"
+    a = await Peer.join(daphne_server, alice, topic)
+    b1 = await Peer.join(daphne_server, bob, topic)
+    b2 = await Peer.join(daphne_server, bob, topic)  # bob's second tab
+    c = await Peer.join(daphne_server, carol, topic)
+    await a.publish({"type": "invite"})
+    await b1.publish({"type": "accept"})
+    joined = await c.publish({"type": "accept"})
+    await a.state(joined["seq"])
+
+    await c.socket.close()  # carol's only socket: she leaves, the call goes on
+    left = await a.next(lambda f: is_state(f, topic) and f["data"]["event"] == "disconnect")
+    assert (left["data"]["state"], left["data"]["user"]["name"], names(left["data"])) == (
+        "active",
+        "carol",
+        ["alice", "bob"],
+    )
+
+    await b2.socket.close()  # bob still has a socket: still in
+    count_key = f"push:{{{topic}}}:p:count"
+    await in_thread(
+        poll_until,
+        lambda: redis_client.hget(count_key, f"user:{bob.pk}") == b"1",
+        10,
+        "bob's second socket leaving",
+    )
+
+    def live() -> tuple[str, list[str]]:
+        call = Call.objects.get(room__slug="e2e-call-gone")
+        in_call = call.participants.filter(left_at__isnull=True).select_related("user")
+        return call.state, sorted(p.user.username for p in in_call)
+
+    assert await in_thread(live) == ("active", ["alice", "bob"])
+
+    await b1.socket.close()  # bob's last socket: fewer than two left
+    ended = await a.next(lambda f: is_state(f, topic) and f["data"]["state"] == "ended")
+    assert ended["seq"] == left["seq"] + 1  # nothing in between: bob's second tab changed nothing
+    assert (
+        ended["data"]["reason"],
+        ended["data"]["user"]["name"],
+        ended["data"]["participants"],
+    ) == (
+        "disconnected",
+        "bob",
+        [],
+    )
+    assert (await in_thread(live))[0] == "ended"
+
+
+async def test_an_unanswered_call_ends_after_the_ring_timeout(
+    ring_server, celery_worker, alice, bob
+):
+    from chat.services import direct_room
+
+    room = await in_thread(direct_room, alice, bob)
+    topic = f"call.{room.slug}"
+    a = await Peer.join(ring_server, alice, topic)
+    b = await Peer.join(ring_server, bob, topic)
+
+    invited = await a.publish({"type": "invite"})
+    rang_at = time.monotonic()
+    assert (await b.relayed("ring"))["from"]["name"] == "alice"
+    ended = await b.state(invited["seq"] + 1, timeout=30)  # nobody acts: the worker ends it
+    waited = time.monotonic() - rang_at
+
+    assert (ended["state"], ended["event"], ended["reason"], ended["participants"]) == (
+        "ended",
+        "timeout",
+        "unanswered",
+        [],
+    )
+    assert waited >= 2.5  # CALL_RING_TIMEOUT_S=3 on this server, not at once
+    refused = await b.publish({"type": "accept"})
+    assert (refused["op"], refused["code"]) == ("error", 4400)  # too late: no call to accept
+    assert await in_thread(partial(Call.objects.filter(room=room, state="ended").count)) == 1
+
+
+async def test_two_users_calling_each_other_at_the_same_moment_end_up_in_one_call(
+    daphne_server, ring_server, alice, bob
+):
+    from chat.services import direct_room
+
+    room = await in_thread(direct_room, alice, bob)
+    topic = f"call.{room.slug}"
+    a = await Peer.join(daphne_server, alice, topic)  # two server processes, one database
+    b = await Peer.join(ring_server, bob, topic)
+
+    def live_calls() -> list[tuple[str, list[str]]]:
+        return [
+            (
+                call.state,
+                sorted(
+                    p.user.username
+                    for p in call.participants.filter(left_at__isnull=True).select_related("user")
+                ),
+            )
+            for call in Call.objects.filter(room=room, state__in=["ringing", "active"])
+        ]
+
+    for _ in range(5):
+        answers = await asyncio.gather(a.publish({"type": "invite"}), b.publish({"type": "invite"}))
+        assert [answer["op"] for answer in answers] == ["published", "published"]
+        first, second = sorted(answer["seq"] for answer in answers)
+        assert second == first + 1
+        ringing, active = await a.state(first), await a.state(second)
+        assert ringing["state"] == "ringing"
+        assert active["state"] == "active"
+        assert active["call"] == ringing["call"]  # one call, not two
+        # The second to arrive answered the first's call and offers to them alone.
+        assert active["offer_to"] == [ringing["user"]["id"]] != [active["user"]["id"]]
+        assert sorted(names(active)) == ["alice", "bob"]
+        assert await in_thread(live_calls) == [("active", ["alice", "bob"])]
+
+        hung_up = await b.publish({"type": "hangup"})
+        assert (await a.state(hung_up["seq"]))["reason"] == "hung_up"
+    assert await in_thread(partial(Call.objects.filter(room=room).count)) == 5
