@@ -295,6 +295,15 @@ def participant_gone(slug: str, user_id: int) -> int | None:
     process saw the leave; a ringing call whose caller is gone ends
     (``disconnected``), as does an active one left with fewer than two.
     """
+    in_a_live_call = CallParticipant.objects.filter(
+        call__room__slug=slug,
+        call__state__in=LIVE,
+        user_id=user_id,
+        joined_at__isnull=False,
+        left_at__isnull=True,
+    ).exists()
+    if not in_a_live_call:  # most sockets that close on a call topic: no lock taken
+        return None
     room = Room.objects.filter(slug=slug).first()
     user = user_by_id(user_id)
     if room is None or user is None:
