@@ -20,7 +20,16 @@ the call (the state push names them in ``offer_to``); joins are one at a time,
 so two peers never offer to each other at once. Offers, answers and ICE
 candidates go to the addressed participant's ``user.<id>`` topic as ephemeral
 events: only that user's sockets get them (the other participants and the
-room's listeners never see an SDP), and nothing is stored or replayed.
+room's listeners never see an SDP), and nothing is stored or replayed. ICE
+candidates come one at a time (``"candidate"``) or in a batch of 1 to
+``MAX_ICE_BATCH`` (``"candidates"``): a socket's publishes are rate-limited,
+and a newcomer to a full mesh has offers and candidates for every peer to send.
+
+A participant leaves when their last socket on the topic goes (``participant_gone``,
+from the presence hook), or when a live server process sweeps the entries of
+a dead one. If no live process holds the topic (every one that did died), no
+one sweeps it: ``sweep_gone``, run by a periodic task, takes out of live calls
+those with no live socket on the call's topic.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from django.utils import timezone
 
 from chat.models import Call, CallParticipant, Room
 from chat.services import ChatError, InvalidMessage, NotAllowed, can_read, user_by_id
+from ws import presence
 from ws.protocol import CloseCode
 from ws.push import ephemeral, push
 
@@ -53,6 +63,7 @@ __all__ = [
     "invite",
     "participant_gone",
     "relay",
+    "sweep_gone",
 ]
 
 logger = logging.getLogger("chat")
@@ -62,6 +73,8 @@ LIVE = (Call.State.RINGING, Call.State.ACTIVE)
 RELAYED = ("offer", "answer", "ice")
 # Far above any real SDP; a socket's frame is at most PUSH_MAX_FRAME_BYTES anyway.
 MAX_SDP_CHARS = 60_000
+# Candidates in one batched ``ice`` publish: a browser gathers a handful per peer.
+MAX_ICE_BATCH = 32
 _CANDIDATE_FIELDS = {"candidate": str, "sdpMid": str, "sdpMLineIndex": int, "usernameFragment": str}
 
 
@@ -331,19 +344,43 @@ def end_unanswered(call_id: int, created_at: str | None = None) -> int | None:
         return _end(live, "unanswered", event="timeout")
 
 
-def _check_relayed(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """What of ``data`` is relayed for an offer, answer or ICE candidate (checked)."""
-    if kind in ("offer", "answer"):
-        sdp = data.get("sdp")
-        if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP_CHARS:
-            raise InvalidMessage(f'{kind} needs "sdp": a string of 1 to {MAX_SDP_CHARS} characters')
-        return {"sdp": sdp}
-    candidate = data.get("candidate")
-    if candidate is None:  # end of candidates
-        return {"candidate": None}
+def sweep_gone() -> int:
+    """Take out of every live call those with no live socket on its topic; how many left.
+
+    The presence hook does this as each last socket goes, in the server process
+    that sees it go: a closing socket's own, or one sweeping a dead process's
+    entries. When no live process holds the topic (every server died, or was
+    restarted), nobody sweeps and the call would stay live for ever: the
+    periodic task ``chat.tasks.sweep_calls`` runs this. An entry not refreshed
+    for ``PUSH_PRESENCE_TTL_S`` counts as gone. Who is in a call is read before
+    who is present: a join needs a live socket, so one who joins in between is
+    present by then.
+    """
+    in_calls: dict[Room, list[int]] = {}  # a model instance hashes by its pk
+    parts = CallParticipant.objects.filter(
+        call__state__in=LIVE, joined_at__isnull=False, left_at__isnull=True
+    ).select_related("call__room")
+    for part in parts:
+        in_calls.setdefault(part.call.room, []).append(part.user_id)
+    left = 0
+    for room, user_ids in in_calls.items():
+        present = presence.live_members(call_topic(room))
+        for user_id in user_ids:
+            if f"user:{user_id}" in present:
+                continue
+            if participant_gone(room.slug, user_id) is not None:
+                logger.info("calls: user %s had no live socket in %s's call", user_id, room.slug)
+                left += 1
+    return left
+
+
+def _check_candidate(candidate: Any) -> dict[str, Any] | None:
+    """One ICE candidate as relayed: null (end of candidates) or its known fields, checked."""
+    if candidate is None:
+        return None
     if not isinstance(candidate, dict) or not set(candidate) <= set(_CANDIDATE_FIELDS):
         raise InvalidMessage(
-            'ice needs "candidate": null or {candidate, sdpMid, sdpMLineIndex, usernameFragment}'
+            "an ICE candidate must be null or {candidate, sdpMid, sdpMLineIndex, usernameFragment}"
         )
     for name, value in candidate.items():
         kind_ok = value is None or (
@@ -351,15 +388,39 @@ def _check_relayed(kind: str, data: dict[str, Any]) -> dict[str, Any]:
         )
         if not kind_ok or (isinstance(value, str) and len(value) > 2000):
             raise InvalidMessage(f"ice candidate field {name!r} is invalid")
-    return {"candidate": candidate}
+    return candidate
+
+
+def _check_relayed(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What of ``data`` is relayed for an offer, answer or ICE candidate(s) (checked)."""
+    if kind in ("offer", "answer"):
+        sdp = data.get("sdp")
+        if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP_CHARS:
+            raise InvalidMessage(f'{kind} needs "sdp": a string of 1 to {MAX_SDP_CHARS} characters')
+        return {"sdp": sdp}
+    if ("candidate" in data) == ("candidates" in data):
+        raise InvalidMessage(
+            f'ice needs either "candidate" (one, or null) or "candidates" '
+            f"(a list of 1 to {MAX_ICE_BATCH}), not {'both' if 'candidate' in data else 'neither'}"
+        )
+    if "candidate" in data:
+        return {"candidate": _check_candidate(data["candidate"])}
+    batch = data["candidates"]
+    if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_ICE_BATCH:
+        got = f"{len(batch)} items" if isinstance(batch, list) else type(batch).__name__
+        raise InvalidMessage(
+            f'ice "candidates" must be a list of 1 to {MAX_ICE_BATCH} candidates, got {got}'
+        )
+    return {"candidates": [_check_candidate(candidate) for candidate in batch]}
 
 
 def relay(user: Any, room: Room, kind: str, data: dict[str, Any]) -> None:
-    """Send an offer, answer or ICE candidate to one other participant of the room's call.
+    """Send an offer, answer or ICE candidate(s) to one other participant of the room's call.
 
     It goes to ``user.<to>`` as an ephemeral event ``{"type": kind, "call",
-    "room", "from", "sdp" | "candidate"}``: not numbered, not kept, seen by
-    that user's sockets alone.
+    "room", "from", "sdp" | "candidate" | "candidates"}`` (an ``ice`` batch
+    stays one event, its list as sent): not numbered, not kept, seen by that
+    user's sockets alone.
     """
     _check_reader(user, room)
     to = data.get("to")

@@ -1,4 +1,4 @@
-"""Chat's Celery tasks: the timeout of a call nobody answers."""
+"""Chat's Celery tasks: the timeout of a call nobody answers, and the sweep of calls."""
 
 from __future__ import annotations
 
@@ -20,3 +20,18 @@ def end_unanswered_call(call_id: int, created_at: str | None = None) -> int | No
     from chat import calls
 
     return calls.end_unanswered(call_id, created_at)
+
+
+@shared_task(name="chat.tasks.sweep_calls", ignore_result=True, **RETRY_POLICY)
+@patient_with_redis
+def sweep_calls() -> int:
+    """Take out of live calls those with no live socket on the call's topic; how many.
+
+    Beat runs it every ``CALL_SWEEP_S`` (``CELERY_BEAT_SCHEDULE``), for the calls
+    whose every server process died: nobody is left to sweep their presence.
+    Each removal is a ``participant_gone`` under the room's lock, so a re-run,
+    or two at once, change nothing more.
+    """
+    from chat import calls
+
+    return calls.sweep_gone()

@@ -12,9 +12,10 @@ Configured in ``ChatConfig.ready`` (every process):
   seed room whose Room of the same slug has ``allow_client_messages``.
 - ``call.<room>``: the room's voice calls, for those who may read the room. A
   publish goes to ``call_publish`` (``{"type": "invite" | "accept" | "decline" |
-  "cancel" | "hangup" | "offer" | "answer" | "ice", ...}``, see ``chat.calls``);
-  and when a user's last socket leaves the topic (``ws.hooks.presence_left``)
-  they leave the room's call.
+  "cancel" | "hangup" | "offer" | "answer" | "ice", ...}``, see ``chat.calls``;
+  an ``ice`` carries ``"candidate"`` or a batch, ``"candidates"``); and when a
+  user's last socket leaves the topic (``ws.hooks.presence_left``) they leave
+  the room's call.
 """
 
 from __future__ import annotations
@@ -90,9 +91,18 @@ def call_publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
         if action is None:
             kinds = ", ".join([*_CALL_ACTIONS, *calls.RELAYED])
             raise InvalidMessage(f'data must be {{"type": ...}}, one of {kinds}')
-        if kind in ("invite", "accept") and not presence.is_present(topic.name, f"user:{user.pk}"):
+        joining = kind in ("invite", "accept")
+        member_id = f"user:{user.pk}"
+        if joining and not presence.is_present(topic.name, member_id):
             raise InvalidMessage(f"subscribe to {topic.name} before joining its call")
-        return action(user, room)
+        seq = action(user, room)
+        if joining and not presence.is_present(topic.name, member_id):
+            # Their last socket left between the check above and the join's commit: the
+            # leave's hook may have run first and found them in no call. Either that
+            # leave happened before this second check (seen here, so they leave now)
+            # or after it, hence after the commit (its hook finds them in the call).
+            calls.participant_gone(room.slug, user.pk)
+        return seq
     except ChatError as error:
         raise topics.PublishRefused(error.code, str(error)) from None
 

@@ -242,6 +242,10 @@ CHAT_HISTORY_PAGE_MAX = env_int("CHAT_HISTORY_PAGE_MAX", 200)
 # Voice calls (chat/calls.py): a ringing call nobody answers ends after this many seconds.
 CALL_RING_TIMEOUT_S = env_float("CALL_RING_TIMEOUT_S", 30.0)
 CALL_MAX_PARTICIPANTS = env_int("CALL_MAX_PARTICIPANTS", 6)
+# How often beat sweeps live calls (chat.tasks.sweep_calls) for participants with no live
+# socket on call.<room>: those whose every server process died, whom no process's presence
+# sweep announces. They count as gone once their entries are PUSH_PRESENCE_TTL_S old.
+CALL_SWEEP_S = env_float("CALL_SWEEP_S", 60.0)
 # ICE servers handed to browsers (GET /chat/api/calls/ice-servers): STUN URLs, and TURN
 # URLs with time-limited credentials (TURN REST scheme, coturn's static-auth-secret).
 CALL_ICE_SERVERS = env_list("CALL_ICE_SERVERS", "")
@@ -286,6 +290,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": BROADCAST_CHECK_S,
         # The next check finds the same broadcasts: a missed one need not be kept.
         "options": {"expires": BROADCAST_CHECK_S},
+    },
+    "sweep-calls": {
+        "task": "chat.tasks.sweep_calls",
+        "schedule": CALL_SWEEP_S,
+        # The next sweep finds the same participants: a late one is not worth running.
+        "options": {"expires": CALL_SWEEP_S},
     },
 }
 

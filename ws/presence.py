@@ -49,7 +49,7 @@ from ws import topics
 from ws._publisher import publisher
 from ws.hooks import presence_left
 
-__all__ = ["Member", "is_present", "join", "leave", "member_for"]
+__all__ = ["Member", "is_present", "join", "leave", "live_members", "member_for"]
 
 logger = logging.getLogger("ws")
 
@@ -145,6 +145,19 @@ _LEAVE_LUA = _SWEEP_LUA + "drop(ARGV[3])\nreturn left\n"
 
 # Whether a member has a live socket entry. ARGV[3] the member id.
 _PRESENT_LUA = "return redis.call('HEXISTS', KEYS[3], ARGV[3])"
+
+# The member ids of the sockets not expired yet (one per socket). Reads only: the
+# expired ones are left for a sweep that can announce them (see the module's docstring).
+_LIVE_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ids = {}
+for _, conn in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  local id = redis.call('HGET', KEYS[2], conn)
+  if id then table.insert(ids, id) end
+end
+return ids
+"""
 
 
 async def _script(topic: str, lua: str, args: list[Any]) -> Any:
@@ -285,3 +298,18 @@ def is_present(topic: str, member_id: str) -> bool:
         lambda: publisher.run_group_script(group, _PRESENT_LUA, _keys(topic), [topic, member_id])
     )
     return bool(found)
+
+
+def live_members(topic: str) -> set[str]:
+    """The ids of the members with a live socket on ``topic`` now (sync code).
+
+    Unlike ``is_present``, an entry not refreshed for ``PUSH_PRESENCE_TTL_S``
+    (its process died, or stalled that long) does not count, swept or not: for
+    a sweeper of its own, such as one that runs where no server process holds
+    the topic. It removes nothing and announces nothing.
+    """
+    group = topics.group_name(topic)
+    found = publisher.run(
+        lambda: publisher.run_group_script(group, _LIVE_LUA, _keys(topic), [topic])
+    )
+    return {item.decode() if isinstance(item, bytes) else item for item in found}

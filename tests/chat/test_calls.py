@@ -2,7 +2,8 @@
 
 The service tests call ``chat.calls`` and read what was pushed from the topic's
 history; the socket tests run real clients against daphne (two processes for
-the race), and a real Celery worker for the ring timeout.
+the race, and one killed for the sweep of calls nobody's server holds any
+more), and a real Celery worker for the ring timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import base64
 import hashlib
 import hmac
 import json
+import re
+import signal
 import time
 from collections.abc import Callable
 from functools import partial
@@ -19,17 +22,20 @@ from typing import Any
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.db.models.signals import post_save
 from django.test import Client
 from websockets.asyncio.client import ClientConnection
 
-from chat import calls, services
-from chat.models import Call
+from chat import calls, services, transport
+from chat.models import Call, CallParticipant
+from chat.tasks import sweep_calls
 from project.redis_server import free_port
 from tests.chat.rooms import make_room, pushed
 from tests.support.clients import FRAME_TIMEOUT_S, open_socket, subscribe
 from tests.support.processes import DaphneServer
 from tests.support.users import in_thread, session_cookie
 from tests.support.waiting import poll_until
+from ws import presence, topics
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -247,6 +253,74 @@ def test_a_non_member_can_neither_start_nor_join_nor_see_a_call(alice, bob, caro
     client.force_login(bob)
     answer = client.get(f"/chat/api/rooms/{room.slug}/call").json()
     assert (answer["call"]["state"], names(answer["call"])) == ("ringing", ["alice"])
+
+
+CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 10.0.0.7 54321 typ host", "sdpMid": "0"}
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"candidate": CANDIDATE, "candidates": [CANDIDATE]}, "not both"),
+        ({}, "not neither"),
+        ({"candidates": []}, "got 0 items"),
+        ({"candidates": [CANDIDATE] * (calls.MAX_ICE_BATCH + 1)}, "got 33 items"),
+        ({"candidates": CANDIDATE}, "got dict"),
+        ({"candidates": [CANDIDATE, {"candidate": 5}]}, "field 'candidate' is invalid"),
+        ({"candidates": [CANDIDATE, {"ip": "10.0.0.7"}]}, "must be null or {candidate"),
+    ],
+)
+def test_a_bad_ice_batch_is_refused_saying_what_was_expected(alice, bob, data, says):
+    room = services.direct_room(alice, bob)
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+
+    with pytest.raises(services.InvalidMessage, match=re.escape(says)):
+        calls.relay(alice, room, "ice", {"to": bob.pk, **data})
+
+
+async def test_a_socket_leaving_between_the_presence_check_and_the_join_takes_its_user_out(
+    alice, bob
+):
+    """The window in ``transport.call_publish``, opened at the join's first save.
+
+    A post_save receiver makes alice's last (and only) socket leave the topic
+    there, through ``ws.presence.leave`` on this test's loop: its
+    ``presence_left`` hook runs to the end in another thread and connection,
+    finds no participant (the join is not committed yet) and changes nothing,
+    as it does when the socket of another server process closes at that moment.
+    Only the presence check after the join can take her out again.
+    """
+    room = await in_thread(services.direct_room, alice, bob)
+    topic = calls.call_topic(room)
+    conn = "test-call-window!alice"
+    await presence.join(topic, conn, presence.member_for(alice, conn))
+    loop = asyncio.get_running_loop()
+    left: list[int] = []
+
+    def leave_at_the_join(instance: CallParticipant, **kwargs: Any) -> None:
+        if instance.user_id == alice.pk and not left:
+            left.append(instance.pk)
+            leaving = asyncio.run_coroutine_threadsafe(presence.leave(topic, conn), loop)
+            leaving.result(timeout=FRAME_TIMEOUT_S)  # the hook included
+
+    post_save.connect(leave_at_the_join, sender=CallParticipant, weak=False)
+    try:
+        seq = await in_thread(
+            transport.call_publish, alice, topics.resolve(topic), {"type": "invite"}
+        )
+    finally:
+        post_save.disconnect(leave_at_the_join, sender=CallParticipant)
+
+    assert left, "the join saved no participant"
+    assert seq == 1
+    assert [
+        (s["state"], s["event"], s["reason"], s["user"]["name"])
+        for s in await in_thread(states, topic)
+    ] == [
+        ("ringing", "invite", None, "alice"),
+        ("ended", "disconnect", "disconnected", "alice"),
+    ]
 
 
 # --- ICE servers ---------------------------------------------------------------------------
@@ -619,3 +693,123 @@ async def test_two_users_calling_each_other_at_the_same_moment_end_up_in_one_cal
         hung_up = await b.publish({"type": "hangup"})
         assert (await a.state(hung_up["seq"]))["reason"] == "hung_up"
     assert await in_thread(partial(Call.objects.filter(room=room).count)) == 5
+
+
+async def test_a_batch_of_ice_candidates_reaches_the_addressed_peer_only_and_bad_ones_are_refused(
+    daphne_server, alice, bob, carol
+):
+    await in_thread(make_room, "e2e-call-ice", alice, bob, carol)
+    topic = "call.e2e-call-ice"
+    a, b, c = [await Peer.join(daphne_server, user, topic) for user in (alice, bob, carol)]
+    await a.publish({"type": "invite"})
+    await b.publish({"type": "accept"})
+    joined = await c.publish({"type": "accept"})
+    call_id = (await c.state(joined["seq"]))["call"]
+
+    batch = [
+        CANDIDATE,
+        {"candidate": "candidate:2 1 udp 1686052607 203.0.113.9 61000 typ srflx", "sdpMid": "0",
+         "sdpMLineIndex": 0, "usernameFragment": "ufrag"},
+        None,
+    ]  # fmt: skip
+    sent = await c.publish({"type": "ice", "to": bob.pk, "candidates": batch})
+    assert sent == {"op": "published", "topic": topic}
+
+    for data, says in (
+        ({"candidate": None, "candidates": [None]}, "not both"),
+        ({}, "not neither"),
+        ({"candidates": []}, "got 0 items"),
+        ({"candidates": [None] * 33}, "got 33 items"),
+        ({"candidates": [CANDIDATE, {"sdpMLineIndex": "0"}]}, "'sdpMLineIndex' is invalid"),
+    ):
+        refused = await c.publish({"type": "ice", "to": alice.pk, **data})
+        assert (refused["op"], refused["code"]) == ("error", 4400)
+        assert says in refused["msg"]
+    # The socket keeps working: the single form, then a full batch.
+    full = [CANDIDATE] * calls.MAX_ICE_BATCH
+    for data in ({"candidate": None}, {"candidates": full}):
+        answer = await c.publish({"type": "ice", "to": alice.pk, **data})
+        assert answer == {"op": "published", "topic": topic}
+
+    hung_up = await c.publish({"type": "hangup"})  # a marker after every relay
+    for peer in (a, b, c):
+        await peer.state(hung_up["seq"])
+    got = {peer.user.username: peer.all_relayed() for peer in (a, b, c)}
+    base = {"call": call_id, "room": "e2e-call-ice"}
+    carol_is = {"id": carol.pk, "name": "carol"}
+    assert got == {
+        "alice": [
+            {**base, "type": "ice", "from": carol_is, "candidate": None},
+            {**base, "type": "ice", "from": carol_is, "candidates": full},
+        ],
+        "bob": [{**base, "type": "ice", "from": carol_is, "candidates": batch}],
+        "carol": [],
+    }
+
+    last = await b.publish({"type": "hangup"})  # the call ends before the test does
+    assert (await a.state(last["seq"]))["state"] == "ended"
+
+
+@pytest.fixture
+def doomed_server(child_env, log_dir):
+    """A daphne for a test to kill, whose presence entries go stale 4 s after it dies."""
+    env = dict(child_env, PUSH_PRESENCE_TTL_S="4", PUSH_PRESENCE_REFRESH_S="1")
+    server = DaphneServer(env, log_dir, free_port(), name="daphne-calls-doomed")
+    yield server
+    server.stop()
+
+
+async def test_the_sweep_ends_calls_whose_server_died_and_leaves_the_others_alone(
+    daphne_server, doomed_server, redis_client, alice, bob, carol
+):
+    for slug in ("e2e-sweep-dead", "e2e-sweep-ringing", "e2e-sweep-alive"):
+        await in_thread(make_room, slug, alice, bob, carol)
+    dead, ringing, alive = "call.e2e-sweep-dead", "call.e2e-sweep-ringing", "call.e2e-sweep-alive"
+    # An active call and a ringing one whose every socket is on the doomed server...
+    a, b = [await Peer.join(doomed_server, user, dead) for user in (alice, bob)]
+    await a.publish({"type": "invite"})
+    await b.state((await b.publish({"type": "accept"}))["seq"])
+    caller = await Peer.join(doomed_server, carol, ringing)
+    await caller.publish({"type": "invite"})
+    # ...and one on a live server.
+    a2, c2 = [await Peer.join(daphne_server, user, alive) for user in (alice, carol)]
+    await a2.publish({"type": "invite"})
+    await a2.state((await c2.publish({"type": "accept"}))["seq"])
+
+    doomed_server.stop(signal.SIGKILL)  # no close, no presence leave: its entries stay
+
+    def stale(topic: str) -> bool:
+        seconds, micros = redis_client.time()
+        expiries = redis_client.zrange(f"push:{{{topic}}}:p:conns", 0, -1, withscores=True)
+        return all(expiry <= seconds * 1000 + micros // 1000 for _, expiry in expiries)
+
+    for topic in (dead, ringing):
+        await in_thread(poll_until, partial(stale, topic), 15, f"stale entries on {topic}")
+    # Not swept (no live process holds the topic): presence still counts them...
+    assert await in_thread(presence.is_present, dead, f"user:{alice.pk}")
+    # ...but the sweep does not.
+    assert await in_thread(sweep_calls) == 2  # alice (which ends that call) and carol
+
+    def live_calls() -> dict[str, tuple[str, str, list[str]]]:
+        return {
+            call.room.slug: (
+                call.state,
+                call.end_reason,
+                sorted(p.user.username for p in call.participants.filter(left_at__isnull=True)),
+            )
+            for call in Call.objects.select_related("room")
+        }
+
+    assert await in_thread(live_calls) == {
+        "e2e-sweep-dead": ("ended", "disconnected", []),
+        "e2e-sweep-ringing": ("ended", "disconnected", []),
+        "e2e-sweep-alive": ("active", "", ["alice", "carol"]),
+    }
+    assert [(s["state"], s["event"]) for s in await in_thread(states, dead)][-1] == (
+        "ended",
+        "disconnect",
+    )
+    assert await in_thread(sweep_calls) == 0  # a re-run changes nothing
+
+    last = await c2.publish({"type": "hangup"})  # the call ends before the test does
+    assert (await a2.state(last["seq"]))["state"] == "ended"
