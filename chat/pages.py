@@ -1,7 +1,8 @@
-"""The chat page: rooms, messages, who is here and who is typing, over push.js."""
+"""The chat page: rooms, messages, who is here and who is typing, and voice calls, over push.js."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -16,5 +17,8 @@ def index(request: HttpRequest) -> HttpResponse:
         "user": {"id": user.pk, "name": user.get_username()},
         "roomsUrl": reverse("chat:rooms"),
         "messagesUrl": reverse("chat:messages", args=["ROOM"]),
+        "callUrl": reverse("chat:call", args=["ROOM"]),
+        "iceServersUrl": reverse("chat:ice-servers"),
+        "ringTimeoutS": settings.CALL_RING_TIMEOUT_S,
     }
     return render(request, "chat/index.html", {"page_config": config})

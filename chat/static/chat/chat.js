@@ -14,6 +14,9 @@
   const TYPING_SHOWN_MS = 3000;
   const TYPING_EVERY_MS = 2000;
 
+  const calls = ChatCalls.create({ client, config, onOpenRoom: (slug) => openRoomBySlug(slug) });
+  window.chatCalls = calls; // the page's call, for the console: await chatCalls.stats()
+  let rooms = [];
   let current = null; // {room, stop, messages: Map(id -> message), typing: Map(name -> timer)}
   let lastTypingSent = 0;
 
@@ -96,6 +99,7 @@
     for (const item of el("rooms").children) {
       item.classList.toggle("current", item.dataset.slug === room.slug);
     }
+    calls.watch(room);
     const opened = current;
     // Subscribe first, then read the history: nothing falls between the two, and a
     // message in both is the same id.
@@ -125,7 +129,7 @@
 
   async function loadRooms() {
     const answer = await fetch(config.roomsUrl, { credentials: "same-origin" });
-    const { rooms } = await answer.json();
+    ({ rooms } = await answer.json());
     el("rooms").replaceChildren(
       ...rooms.map((room) => {
         const item = document.createElement("li");
@@ -138,9 +142,20 @@
         return item;
       }),
     );
+  }
+
+  async function start() {
+    await loadRooms();
     const wanted = new URLSearchParams(location.search).get("room");
     const first = rooms.find((room) => room.slug === wanted) || rooms[0];
     if (first) openRoom(first);
+  }
+
+  /** Open the room ``slug`` (a ring from a room not on screen); reload the list if it is new. */
+  async function openRoomBySlug(slug) {
+    if (!rooms.some((room) => room.slug === slug)) await loadRooms();
+    const room = rooms.find((room) => room.slug === slug);
+    if (room) openRoom(room);
   }
 
   el("send").addEventListener("submit", (event) => {
@@ -159,5 +174,5 @@
     client.publish(current.room.topic, { type: "typing" });
   });
 
-  loadRooms();
+  start();
 })();

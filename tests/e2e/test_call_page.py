@@ -1,0 +1,214 @@
+"""Voice calls on the chat page in headless Chromium with a fake microphone.
+
+Each page is a signed-in user; the server relays the signalling, and the audio
+goes page to page over WebRTC. "Audio flowing" is read from each peer
+connection's ``getStats()``: its inbound audio bytes keep rising.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_chat_page import in_thread
+from tests.support.browser import media_browser  # noqa: F401 - a fixture
+from tests.support.users import make_user, session_cookie
+
+WAIT_MS = 15_000
+
+
+def call_page(browser: Any, server: Any, user: Any, slug: str) -> tuple[Any, list[str]]:
+    context = browser.new_context()
+    cookie = in_thread(session_cookie, user).removeprefix("sessionid=")
+    context.add_cookies([{"name": "sessionid", "value": cookie, "url": server.origin}])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.http_url(f"/chat/?room={slug}"))
+    page.wait_for_selector("#state[data-state='open']", timeout=WAIT_MS)
+    page.wait_for_selector(f"#call[data-room='{slug}'][data-phase='idle']", timeout=WAIT_MS)
+    return page, errors
+
+
+def members_room(slug: str, *users: Any) -> str:
+    from chat.models import Room
+
+    room = Room.objects.create(slug=slug, title=slug.title())
+    room.members.add(*users)
+    return room.slug
+
+
+def direct_room_of(user_a: Any, user_b: Any) -> str:
+    from chat.services import direct_room
+
+    return direct_room(user_a, user_b).slug
+
+
+def wait_for_phase(page: Any, phase: str) -> None:
+    page.wait_for_selector(f"#call[data-phase='{phase}']", timeout=WAIT_MS)
+
+
+def audio_bytes_in(page: Any) -> dict[str, int]:
+    """Per peer of this page's call: inbound audio bytes so far (``getStats()``)."""
+    stats = page.evaluate("() => chatCalls.stats()")
+    return {peer: figures["bytesReceived"] for peer, figures in stats.items()}
+
+
+def assert_audio_rising(page: Any, peers: int) -> None:
+    """The page shows ``peers`` connections carrying audio; getStats() agrees, and keeps rising."""
+    page.wait_for_function(
+        """(peers) => {
+            const shown = document.querySelectorAll("#call-peers li");
+            const flowing = document.querySelectorAll("#call-peers li[data-audio='flowing']");
+            return shown.length === peers && flowing.length === peers;
+        }""",
+        arg=peers,
+        timeout=WAIT_MS,
+    )
+    before = audio_bytes_in(page)
+    assert len(before) == peers
+    assert all(received > 0 for received in before.values())
+    page.wait_for_function(
+        """async (before) => {
+            const stats = await chatCalls.stats();
+            return Object.keys(before).every((peer) => stats[peer].bytesReceived > before[peer]);
+        }""",
+        arg=before,
+        timeout=WAIT_MS,
+        polling=100,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_one_to_one_call_carries_audio_both_ways_and_hang_up_ends_it_on_both_pages(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    alice, bob = in_thread(make_user, "call-alice"), in_thread(make_user, "call-bob")
+    slug = in_thread(direct_room_of, alice, bob)
+    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
+    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
+
+    alice_page.click("#call-start")
+    wait_for_phase(alice_page, "ringing")
+    wait_for_phase(bob_page, "incoming")
+    assert bob_page.inner_text("#call-status") == "call-alice calling…"
+    assert bob_page.is_visible("#call-decline")
+
+    bob_page.click("#call-accept")
+    for page in (alice_page, bob_page):
+        wait_for_phase(page, "in-call")
+        assert_audio_rising(page, peers=1)
+    assert alice_page.inner_text("#call-status") == "In a call with call-bob"
+
+    # Mute: Alice's outgoing track is disabled (the fake microphone sends silence).
+    alice_page.click("#call-mute")
+    assert alice_page.get_attribute("#call-mute", "aria-pressed") == "true"
+    assert alice_page.evaluate("() => document.getElementById('call-mute').textContent") == "Unmute"
+
+    alice_page.click("#call-hangup")
+    for page in (alice_page, bob_page):
+        wait_for_phase(page, "idle")
+        assert page.locator("#call-peers li").count() == 0
+    bob_page.wait_for_selector("#call-status[data-ended='hung_up']", timeout=WAIT_MS)
+    assert bob_page.inner_text("#call-status") == "Call ended: call ended"
+    assert alice_errors == bob_errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_three_person_call_connects_every_pair_and_ends_when_all_but_one_hang_up(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    users = [in_thread(make_user, f"trio-{name}") for name in ("ann", "ben", "cat")]
+    slug = in_thread(members_room, "trio-room", *users)
+    (ann, ann_errors), (ben, ben_errors), (cat, cat_errors) = (
+        call_page(media_browser, daphne_server, user, slug) for user in users
+    )
+
+    ann.click("#call-start")
+    for page in (ben, cat):
+        wait_for_phase(page, "incoming")
+    ben.click("#call-accept")
+    wait_for_phase(cat, "incoming")
+    cat.wait_for_selector("#call-accept >> text=Join", timeout=WAIT_MS)
+    cat.click("#call-accept")
+
+    # Three pairs: each page has two peer connections, both carrying audio.
+    for page in (ann, ben, cat):
+        assert_audio_rising(page, peers=2)
+    peer_names = {
+        name: sorted(page.locator("#call-peers li").all_inner_texts())
+        for name, page in (("ann", ann), ("ben", ben), ("cat", cat))
+    }
+    assert peer_names == {
+        "ann": ["trio-ben · audio", "trio-cat · audio"],
+        "ben": ["trio-ann · audio", "trio-cat · audio"],
+        "cat": ["trio-ann · audio", "trio-ben · audio"],
+    }
+
+    # Ann leaves: Ben and Cat still talk to each other.
+    ann.click("#call-hangup")
+    wait_for_phase(ann, "incoming")  # the call goes on without her: she may join again
+    for page in (ben, cat):
+        page.wait_for_function(
+            "() => document.querySelectorAll('#call-peers li').length === 1", timeout=WAIT_MS
+        )
+        assert_audio_rising(page, peers=1)
+
+    # Ben leaves: fewer than two, so the call ends on every page.
+    ben.click("#call-hangup")
+    for page in (ann, ben, cat):
+        wait_for_phase(page, "idle")
+    cat.wait_for_selector("#call-status[data-ended='hung_up']", timeout=WAIT_MS)
+    assert ann_errors == ben_errors == cat_errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_declining_ends_a_ringing_one_to_one_call_on_the_callers_page(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    alice, bob = in_thread(make_user, "no-alice"), in_thread(make_user, "no-bob")
+    slug = in_thread(direct_room_of, alice, bob)
+    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
+    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
+
+    alice_page.click("#call-start")
+    wait_for_phase(bob_page, "incoming")
+    bob_page.click("#call-decline")
+    for page in (alice_page, bob_page):
+        wait_for_phase(page, "idle")
+    alice_page.wait_for_selector("#call-status[data-ended='declined']", timeout=WAIT_MS)
+    assert alice_page.inner_text("#call-status") == "Call ended: declined"
+    assert alice_errors == bob_errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_rings_on_a_page_showing_another_room_and_a_closed_page_leaves_the_call(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    alice, bob = in_thread(make_user, "ring-alice"), in_thread(make_user, "ring-bob")
+    slug = in_thread(members_room, "ring-room", alice, bob)
+    in_thread(members_room, "elsewhere", bob)
+    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
+    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, "elsewhere")
+
+    # Bob looks at another room: the ring (on his user.<id>) says who calls, Open shows it.
+    alice_page.click("#call-start")
+    bob_page.wait_for_selector("#ring:not([hidden])", timeout=WAIT_MS)
+    assert bob_page.inner_text("#ring-text") == "ring-alice is calling"
+    bob_page.click("#ring-open")
+    bob_page.wait_for_selector(f"#call[data-room='{slug}'][data-phase='incoming']", timeout=WAIT_MS)
+    assert bob_page.inner_text("#room-title") == "Ring-Room"
+    bob_page.click("#call-accept")
+    assert_audio_rising(alice_page, peers=1)
+
+    # Bob's page goes away (tab closed): the server takes him out, and Alice's call ends.
+    bob_page.context.close()
+    wait_for_phase(alice_page, "idle")
+    alice_page.wait_for_selector("#call-status[data-ended='disconnected']", timeout=WAIT_MS)
+    assert alice_page.inner_text("#call-status") == "Call ended: the other side left"
+    assert alice_errors == bob_errors == []
