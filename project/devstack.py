@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n  open   http://{shown}:{args.port}/\n"
         f"  socket ws://{shown}:{args.port}/ws/heartbeat/clock/   (seed route, clock every 5 s)\n"
+        f"  chat   http://{shown}:{args.port}/chat/   (a room and two users to try it:"
+        " .venv/bin/python manage.py chat_demo alice bob)\n"
         "  Ctrl-C stops everything\n",
         flush=True,
     )
