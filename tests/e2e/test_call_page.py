@@ -212,3 +212,33 @@ def test_a_call_rings_on_a_page_showing_another_room_and_a_closed_page_leaves_th
     alice_page.wait_for_selector("#call-status[data-ended='disconnected']", timeout=WAIT_MS)
     assert alice_page.inner_text("#call-status") == "Call ended: the other side left"
     assert alice_errors == bob_errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_six_people_connect_every_pair_and_a_seventh_is_told_the_call_is_full(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    users = [in_thread(make_user, f"six-{n}") for n in range(7)]
+    slug = in_thread(members_room, "six-room", *users)
+    pages = [call_page(media_browser, daphne_server, user, slug) for user in users]
+    six, seventh = [page for page, _ in pages[:6]], pages[6][0]
+
+    six[0].click("#call-start")
+    for page in six[1:]:
+        wait_for_phase(page, "incoming")
+        page.click("#call-accept")
+        wait_for_phase(page, "in-call")
+    for page in six:
+        assert_audio_rising(page, peers=5)
+
+    wait_for_phase(seventh, "incoming")
+    seventh.click("#call-accept")
+    seventh.wait_for_selector("#call-error >> text=the call is full (6 participants)")
+    wait_for_phase(seventh, "incoming")  # not in the call, and may try again later
+
+    for page in six[:5]:  # the last one left alone: the call ends everywhere
+        page.click("#call-hangup")
+    for page, errors in pages:
+        wait_for_phase(page, "idle")
+        assert errors == []
