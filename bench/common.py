@@ -223,9 +223,16 @@ def environment_stamp() -> dict[str, Any]:
     }
 
 
-def systems_from(option: str) -> tuple[System, ...]:
+def systems_from(option: str | None, *, smoke: bool = False) -> tuple[System, ...]:
     """``--system`` as the systems to run, ours first: ``both`` is ours and the
-    seed, ``all`` adds ours on daphne."""
+    seed, ``all`` adds ours on daphne.
+
+    Unset, it is ``all``, or ``both`` with ``--smoke``: a smoke run checks that
+    the script works against ours and the seed, and ours on daphne (the same
+    project on another server) would only add a stack's start-up to the test suite.
+    """
+    if option is None:
+        option = "both" if smoke else "all"
     if option == "all":
         return SYSTEMS
     if option == "both":
@@ -402,8 +409,12 @@ class Stack:
         """
         from websockets.sync.client import connect
 
+        # max_queue=None: the seed greets the whole group on each connect, so the
+        # first sockets get up to ``sockets`` frames nobody reads; with the default
+        # bound (16) the client stops reading, never sees the closing frame, and each
+        # close() waits out its 10 s timeout (20 s per seed stack at 20 sockets).
         opened = [
-            connect(self.ws_url("warmup"), origin=self.origin, open_timeout=30)
+            connect(self.ws_url("warmup"), origin=self.origin, open_timeout=30, max_queue=None)
             for _ in range(sockets)
         ]
         for socket_ in opened:

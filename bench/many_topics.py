@@ -37,23 +37,23 @@ def main() -> None:
     parser.add_argument("--topics", type=int, default=500)
     parser.add_argument("--pushes", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200.0, help="pushes per second, all rooms")
-    parser.add_argument("--system", choices=SYSTEM_CHOICES, default="all")
+    parser.add_argument("--system", choices=SYSTEM_CHOICES, help="default: all; both with --smoke")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument(
         "--web-processes", type=int, default=1, help="uvicorn workers serving ours (one port)"
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, both systems, fast")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, ours and the seed, fast")
     options = parser.parse_args()
     if options.smoke:
         options.clients, options.topics, options.pushes = 20, 5, 10
-        options.rate, options.system = 20.0, "all"
+        options.rate = 20.0
     exit_on_signals()
     raise_nofile_limit()
 
     rooms = [f"t{index}" for index in range(options.topics)]
     record: dict = {"bench": "many_topics", "clients": options.clients, "topics": options.topics,
                     "pushes": options.pushes, "rate": options.rate}  # fmt: skip
-    for system in systems_from(options.system):
+    for system in systems_from(options.system, smoke=options.smoke):
         record[system] = push_round(
             system,
             [rooms[index % len(rooms)] for index in range(options.clients)],

@@ -66,6 +66,7 @@ PLAN: list[tuple[str, list[str]]] = [
     ("save_to_screen", ["--saves", "500", "--rate", "50", "--coalesce-ms", "50"]),
     ("save_to_dom", ["--saves", "200"]),
     ("chat_to_screen", ["--messages", "200"]),
+    ("call_setup", ["--calls", "50"]),
 ]
 SCRIPTS = list(dict.fromkeys(name for name, _ in PLAN))
 

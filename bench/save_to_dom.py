@@ -5,7 +5,8 @@ Celery worker as the project deploys them, and headless Chromium (Debian's
 ``chromium``) on ``/``. Each round saves one order in this process and waits
 until the page's "orders today" figure shows it; the page notes the moment its
 DOM changed (``Date.now()``, the same clock as this process's ``time.time()``).
-Prints one JSON line: ``{"saves": N, "p50_ms": ..., "p99_ms": ..., ...}``.
+Prints one JSON line:
+``{"bench": "save_to_dom", "saves": N, "p50_ms": ..., "p99_ms": ..., ...}``.
 
     .venv/bin/python bench/save_to_dom.py --saves 200             # back to back
     .venv/bin/python bench/save_to_dom.py --saves 200 --gap-ms 300  # saves 300 ms apart
@@ -17,10 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,9 +26,9 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from project.redis_server import RedisServer, free_port  # noqa: E402
+from bench.common import Stack, latency_figures  # noqa: E402
 from tests.support.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
-from tests.support.processes import CeleryWorker, WebServer, manage  # noqa: E402
+from tests.support.processes import WebServer  # noqa: E402
 
 WATCH_KPI = """() => {
   window.kpiChanges = [];
@@ -38,11 +36,6 @@ WATCH_KPI = """() => {
   new MutationObserver(() => kpiChanges.push([element.textContent, Date.now()]))
     .observe(element, {childList: true, characterData: true, subtree: true});
 }"""
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def main() -> None:
@@ -60,24 +53,11 @@ def main() -> None:
     if options.smoke:
         options.saves = 3
 
-    directory = Path(tempfile.mkdtemp(prefix="bench-save-to-dom-"))
-    redis = RedisServer.start(directory / "redis", tied_to_parent=True)
-    os.environ.update(
-        REDIS_URL=redis.url,
-        DATABASE_URL=f"sqlite:///{directory / 'db.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="project.settings",
-        PYTHONUNBUFFERED="1",
-    )
-    env = dict(os.environ)
-    processes = []
-    try:
-        migrated = manage(["migrate", "--verbosity", "0"], env, timeout=300)
-        if migrated.returncode != 0:
-            raise SystemExit(migrated.stderr)
-        server = WebServer(env, directory, free_port())
-        processes.append(server)
-        processes.append(CeleryWorker(env, directory, f"bench-{os.getpid()}@localhost", "worker"))
-
+    with Stack("ours", name="bench-save-to-dom") as stack:
+        server = stack.server
+        assert isinstance(server, WebServer)
+        stack.start_worker(name="bench-save-to-dom-worker")
+        os.environ.update(stack.env)  # this process's ORM: the stack's database and Redis
         import django
 
         django.setup()
@@ -116,19 +96,13 @@ def main() -> None:
                 {
                     "bench": "save_to_dom",
                     "saves": len(latencies),
-                    "p50_ms": round(statistics.median(latencies), 1),
-                    "p99_ms": round(percentile(latencies, 0.99), 1),
-                    "max_ms": round(max(latencies), 1),
-                    "coalesce_ms": int(os.environ.get("DASHBOARD_COALESCE_MS", "250")),
+                    **latency_figures([ms / 1000 for ms in latencies]),
+                    "coalesce_ms": int(stack.env.get("DASHBOARD_COALESCE_MS", "250")),
                     "gap_ms": options.gap_ms,
+                    "server": "uvicorn",
                 }
             )
         )
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        redis.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

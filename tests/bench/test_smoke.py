@@ -116,3 +116,11 @@ def test_chat_to_screen() -> None:
     record = run_smoke("chat_to_screen")
     assert record["messages"] == 3
     assert 0 < record["p50_ms"] <= record["p99_ms"] <= record["max_ms"]
+
+
+def test_call_setup() -> None:
+    record = run_smoke("call_setup")
+    assert record["calls"] == 2
+    assert 0 < record["p50_ms"] <= record["p99_ms"] <= record["max_ms"]
+    for side in ("callee_hears", "caller_hears"):
+        assert 0 < record[side]["p50_ms"] <= record[side]["max_ms"] <= record["max_ms"]
