@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,11 +28,14 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.chat_pages import open_chat, users_in_room  # noqa: E402
 from bench.common import Stack, latency_figures  # noqa: E402
 from tests.support.browser import CHROMIUM_ARGS, FAKE_MEDIA_ARGS, chromium_path  # noqa: E402
 from tests.support.processes import WebServer  # noqa: E402
 
 ROOM = "bench-call"
+# A page is ready once its call panel shows the room with no call.
+READY = f"#call[data-room='{ROOM}'][data-phase='idle']"
 WAIT_MS = 30_000
 
 # On each page: from now on, note when every peer connection has received audio.
@@ -53,27 +55,6 @@ ACCEPT = """() => {
   document.getElementById("call-accept").click();
   return acceptedAt;
 }"""
-
-
-def make_users_and_room() -> list[str]:
-    """Alice and Bob in the members-only room ``ROOM``; their session cookies' values."""
-    from chat.models import Room
-    from tests.support.users import make_user, session_cookie
-
-    users = [make_user(name) for name in ("bench-call-alice", "bench-call-bob")]
-    room = Room.objects.create(slug=ROOM, title="Bench call")
-    room.members.add(*users)
-    return [session_cookie(user).removeprefix("sessionid=") for user in users]
-
-
-def open_chat(browser: Any, server: WebServer, cookie: str) -> Any:
-    context = browser.new_context()
-    context.add_cookies([{"name": "sessionid", "value": cookie, "url": server.origin}])
-    page = context.new_page()
-    page.goto(server.http_url(f"/chat/?room={ROOM}"))
-    page.wait_for_selector("#state[data-state='open']", timeout=WAIT_MS)
-    page.wait_for_selector(f"#call[data-room='{ROOM}'][data-phase='idle']", timeout=WAIT_MS)
-    return page
 
 
 def one_call(alice: Any, bob: Any) -> tuple[float, float]:
@@ -104,24 +85,23 @@ def main() -> None:
     with Stack("ours", name="bench-call-setup") as stack:
         server = stack.server
         assert isinstance(server, WebServer)
-        os.environ.update(stack.env)  # this process's ORM: the stack's database and Redis
-        import django
-
-        django.setup()
+        stack.use_in_this_process()
         from playwright.sync_api import sync_playwright
 
         to_alice: list[float] = []
         to_bob: list[float] = []
         with sync_playwright() as playwright, ThreadPoolExecutor(max_workers=1) as orm:
             # In a thread: Playwright's sync API keeps an event loop in this one.
-            alice_cookie, bob_cookie = orm.submit(make_users_and_room).result()
+            alice_cookie, bob_cookie = orm.submit(
+                users_in_room, ROOM, "Bench call", ["bench-call-alice", "bench-call-bob"]
+            ).result()
             browser = playwright.chromium.launch(
                 executable_path=chromium_path(),
                 headless=True,
                 args=CHROMIUM_ARGS + FAKE_MEDIA_ARGS,
             )
-            alice = open_chat(browser, server, alice_cookie)
-            bob = open_chat(browser, server, bob_cookie)
+            alice = open_chat(browser, server, alice_cookie, ROOM, READY)
+            bob = open_chat(browser, server, bob_cookie, ROOM, READY)
             for _ in range(options.calls):
                 alice_ms, bob_ms = one_call(alice, bob)
                 to_alice.append(alice_ms)

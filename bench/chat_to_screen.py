@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.chat_pages import open_chat, users_in_room  # noqa: E402
 from bench.common import Stack, latency_figures  # noqa: E402
 from tests.support.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 from tests.support.processes import WebServer  # noqa: E402
 
 ROOM = "bench-chat"
+READY = "#text:not([disabled])"  # a page is ready once it can send
 
 # On the reader's page: when each message's row appears (text -> Date.now()).
 WATCH_MESSAGES = """() => {
@@ -55,27 +55,6 @@ SEND = """(text) => {
 }"""
 
 
-def make_users_and_room() -> list[str]:
-    """Alice and Bob in room ``ROOM``; their session cookies' values."""
-    from chat.models import Room
-    from tests.support.users import make_user, session_cookie
-
-    users = [make_user(name) for name in ("bench-alice", "bench-bob")]
-    room = Room.objects.create(slug=ROOM, title="Bench room")
-    room.members.add(*users)
-    return [session_cookie(user).removeprefix("sessionid=") for user in users]
-
-
-def open_chat(browser: Any, server: WebServer, cookie: str) -> Any:
-    context = browser.new_context()
-    context.add_cookies([{"name": "sessionid", "value": cookie, "url": server.origin}])
-    page = context.new_page()
-    page.goto(server.http_url(f"/chat/?room={ROOM}"))
-    page.wait_for_selector("#state[data-state='open']", timeout=30_000)
-    page.wait_for_selector("#text:not([disabled])", timeout=30_000)
-    return page
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200)
@@ -90,21 +69,20 @@ def main() -> None:
     with Stack("ours", extra_env=extra_env, name="bench-chat-to-screen") as stack:
         server = stack.server
         assert isinstance(server, WebServer)
-        os.environ.update(stack.env)  # this process's ORM: the stack's database and Redis
-        import django
-
-        django.setup()
+        stack.use_in_this_process()
         from playwright.sync_api import sync_playwright
 
         latencies: list[float] = []
         with sync_playwright() as playwright, ThreadPoolExecutor(max_workers=1) as orm:
             # In a thread: Playwright's sync API keeps an event loop in this one.
-            alice_cookie, bob_cookie = orm.submit(make_users_and_room).result()
+            alice_cookie, bob_cookie = orm.submit(
+                users_in_room, ROOM, "Bench room", ["bench-alice", "bench-bob"]
+            ).result()
             browser = playwright.chromium.launch(
                 executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
             )
-            sender = open_chat(browser, server, alice_cookie)
-            reader = open_chat(browser, server, bob_cookie)
+            sender = open_chat(browser, server, alice_cookie, ROOM, READY)
+            reader = open_chat(browser, server, bob_cookie, ROOM, READY)
             reader.evaluate(WATCH_MESSAGES)
             started = time.monotonic()
             for n in range(options.messages):

@@ -365,6 +365,13 @@ class Stack:
         server.wait_until(lambda: _port_open(self.port), SERVER_START_TIMEOUT_S, "open port")
         return server
 
+    def use_in_this_process(self) -> None:
+        """Point this process's Django (ORM, push API) at the stack's database and Redis."""
+        os.environ.update(self.env)
+        import django
+
+        django.setup()
+
     def start_worker(self, concurrency: int = 2, name: str = "worker") -> CeleryWorker:
         """A Celery worker of this project on this stack's Redis (ours only)."""
         if not self.project:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,10 +56,7 @@ def main() -> None:
         server = stack.server
         assert isinstance(server, WebServer)
         stack.start_worker(name="bench-save-to-dom-worker")
-        os.environ.update(stack.env)  # this process's ORM: the stack's database and Redis
-        import django
-
-        django.setup()
+        stack.use_in_this_process()
         from playwright.sync_api import sync_playwright
 
         from dashboard.models import Order

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -141,10 +140,7 @@ def main() -> None:
     with Stack("ours", extra_env=coalescing, name="bench-save-to-screen") as stack:
         stack.start_worker(concurrency=2, name="bench-s2s-worker")
         # The saver is this process: the stack's database, Redis and settings.
-        os.environ.update(stack.env)
-        import django
-
-        django.setup()
+        stack.use_in_this_process()
         from dashboard.models import Order
 
         with ClientProcess(f"ws://127.0.0.1:{stack.port}/ws/", stack.origin) as watcher:

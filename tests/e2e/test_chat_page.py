@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from tests.support.browser import browser  # noqa: F401 - a fixture
-from tests.support.users import make_user, session_cookie
+from tests.support.browser import browser, orm_in_thread, signed_in_page  # noqa: F401
+from tests.support.users import make_user
 
 WAIT_MS = 10_000
 
 
-def in_thread(function: Any, *args: Any) -> Any:
-    """The ORM from a plain thread: Playwright's sync API runs an event loop in this one.
-
-    The thread's database connection is closed before it ends: one left open
-    would keep the test database from being dropped at the end of the session.
-    """
-
-    def call() -> Any:
-        from django.db import connections
-
-        try:
-            return function(*args)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(call).result()
-
-
-def signed_in_page(browser: Any, server: Any, user: Any) -> tuple[Any, list[str]]:  # noqa: F811
-    context = browser.new_context()
-    cookie = in_thread(session_cookie, user).removeprefix("sessionid=")
-    context.add_cookies([{"name": "sessionid", "value": cookie, "url": server.origin}])
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server.http_url("/chat/?room=page-room"))
+def chat_page(browser: Any, server: Any, user: Any) -> tuple[Any, list[str]]:  # noqa: F811
+    page, errors = signed_in_page(browser, server, user, "/chat/?room=page-room")
     page.wait_for_selector("#state[data-state='open']", timeout=WAIT_MS)
     page.wait_for_selector("#text:not([disabled])", timeout=WAIT_MS)
     return page, errors
@@ -57,10 +31,10 @@ def test_two_users_chat_see_each_other_and_who_is_typing(
     daphne_server,
     browser,  # noqa: F811
 ):
-    alice, bob = in_thread(make_user, "page-alice"), in_thread(make_user, "page-bob")
-    in_thread(make_room_with, alice, bob)
-    alice_page, alice_errors = signed_in_page(browser, daphne_server, alice)
-    bob_page, bob_errors = signed_in_page(browser, daphne_server, bob)
+    alice, bob = orm_in_thread(make_user, "page-alice"), orm_in_thread(make_user, "page-bob")
+    orm_in_thread(make_room_with, alice, bob)
+    alice_page, alice_errors = chat_page(browser, daphne_server, alice)
+    bob_page, bob_errors = chat_page(browser, daphne_server, bob)
 
     # Both are listed as here, on both pages.
     for page in (alice_page, bob_page):
@@ -91,7 +65,7 @@ def test_two_users_chat_see_each_other_and_who_is_typing(
     assert alice_page.inner_text("#typing") == ""
 
     # A message from before the page opened comes from the history endpoint.
-    late, late_errors = signed_in_page(browser, daphne_server, bob)
+    late, late_errors = chat_page(browser, daphne_server, bob)
     late.wait_for_selector("#messages li .text >> text=hello bob", timeout=WAIT_MS)
     assert alice_errors == bob_errors == late_errors == []
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -54,3 +58,39 @@ def _launch(args: list[str]) -> Iterator[object]:
         chromium = playwright.chromium.launch(executable_path=path, headless=True, args=args)
         yield chromium
         chromium.close()
+
+
+def orm_in_thread(function: Callable[..., T], *args: Any) -> T:
+    """The ORM from a plain thread: Playwright's sync API runs an event loop in this one.
+
+    The thread's database connection is closed before it ends: one left open
+    would keep the test database from being dropped at the end of the session.
+    """
+
+    def call() -> T:
+        from django.db import connections
+
+        try:
+            return function(*args)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(call).result()
+
+
+def signed_in_page(browser: Any, server: Any, user: Any, path: str) -> tuple[Any, list[str]]:
+    """A page of its own context (cookies), signed in as ``user``, opened at ``path``.
+
+    Also the list its uncaught errors go to: a test ends asserting it is empty.
+    """
+    from tests.support.users import session_cookie
+
+    context = browser.new_context()
+    cookie = orm_in_thread(session_cookie, user).removeprefix("sessionid=")
+    context.add_cookies([{"name": "sessionid", "value": cookie, "url": server.origin}])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.http_url(path))
+    return page, errors

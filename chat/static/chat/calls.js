@@ -160,8 +160,9 @@
         }
         mine.stream = stream;
       } catch (error) {
-        mine = null;
-        showError(`no microphone: ${error.message || error}`);
+        if (mine === joining) mine = null;
+        const denied = error.name === "NotAllowedError" || error.name === "NotFoundError";
+        showError(denied ? `no microphone: ${error.message}` : `could not start the call: ${error.message || error}`);
         render();
         return;
       }
@@ -394,7 +395,8 @@
     }
 
     function failed(error) {
-      showError(`call: ${error.message || error}`);
+      // A peer connection closed under a step that was under way (a hang-up): nothing to say.
+      if (mine) showError(`call: ${error.message || error}`);
     }
 
     client.on("error", (frame) => {
