@@ -235,3 +235,29 @@ def test_six_people_connect_every_pair_and_a_seventh_is_told_the_call_is_full(
     for page, errors in pages:
         wait_for_phase(page, "idle")
         assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_users_other_window_says_they_are_in_the_call_and_takes_no_part(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    alice, bob = orm_in_thread(make_user, "two-alice"), orm_in_thread(make_user, "two-bob")
+    slug = orm_in_thread(direct_room_of, alice, bob)
+    (calling, calling_errors), (other, other_errors), (bob_page, bob_errors) = (
+        call_page(media_browser, daphne_server, user, slug) for user in (alice, alice, bob)
+    )
+
+    calling.click("#call-start")
+    wait_for_phase(other, "elsewhere")
+    assert other.inner_text("#call-status") == "You are in this call in another window"
+    assert other.is_hidden("#call-start")
+    assert other.is_hidden("#call-accept")
+    bob_page.click("#call-accept")
+    assert_audio_rising(calling, peers=1)  # the offer and answer went to the window in the call
+    assert other.locator("#call-peers li").count() == 0
+
+    calling.click("#call-hangup")
+    for page in (calling, other, bob_page):
+        wait_for_phase(page, "idle")
+    assert calling_errors == other_errors == bob_errors == []

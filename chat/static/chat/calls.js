@@ -79,10 +79,10 @@
       const answer = await fetch(config.callUrl.replace("ROOM", encodeURIComponent(slug)), {
         credentials: "same-origin",
       });
-      const entry = watched.get(slug);
-      if (!answer.ok || entry !== asked || entry.pushes !== pushesBefore) return; // a push is newer
+      if (!answer.ok) return;
       const { call } = await answer.json();
-      if (entry.pushes !== pushesBefore) return;
+      const entry = watched.get(slug);
+      if (entry !== asked || entry.pushes !== pushesBefore) return; // unfollowed, or a push is newer
       entry.state = call;
       if (mine && !mine.joining && mine.slug === slug && !inCall(call, me)) endMine(call);
       render();
@@ -116,10 +116,6 @@
       if (mine.callId !== data.call) return;
       const present = new Set(data.participants.map((p) => p.id));
       for (const [peerId, peer] of mine.peers) if (!present.has(peerId)) closePeer(peerId, peer);
-      for (const participant of data.participants) {
-        const peer = mine.peers.get(participant.id);
-        if (peer && !peer.name) peer.name = participant.name;
-      }
       if (!mine.joining && !present.has(me)) endMine(data);
     }
 
@@ -333,6 +329,7 @@
       const panel = el("call");
       let phase = "idle";
       if (mine) phase = mine.joining ? "joining" : state && state.state === "ringing" ? "ringing" : "in-call";
+      else if (inCall(state, me)) phase = "elsewhere"; // this user's other window is in it
       else if (state) phase = "incoming";
       panel.dataset.phase = phase;
       panel.dataset.room = slug || "";
@@ -356,6 +353,7 @@
       if (phase === "joining") return "Connecting the microphone…";
       if (phase === "ringing") return "Ringing…";
       if (phase === "in-call") return others.length ? `In a call with ${others.join(", ")}` : "In a call";
+      if (phase === "elsewhere") return "You are in this call in another window";
       if (phase === "incoming") {
         return state.state === "ringing" ? `${others.join(", ")} calling…` : `Call in progress: ${others.join(", ")}`;
       }
