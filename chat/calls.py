@@ -44,8 +44,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat.models import Call, CallParticipant, Room
-from chat.services import ChatError, InvalidMessage, NotAllowed, can_read, user_by_id
+from chat.models import Call, CallParticipant, Room, user_data
+from chat.services import ChatError, InvalidMessage, NotAllowed, check_reader, user_by_id
 from ws import presence
 from ws.protocol import CloseCode
 from ws.push import ephemeral, push
@@ -97,10 +97,6 @@ def call_topic(room: Room) -> str:
     return f"call.{room.slug}"
 
 
-def _member(user: Any) -> dict[str, Any]:
-    return {"id": user.pk, "name": user.get_username()}
-
-
 def _in_call(call: Call) -> list[CallParticipant]:
     """Who is in the call now, in the order they joined."""
     return list(
@@ -119,10 +115,10 @@ def state_data(
         "call": call.pk,
         "room": call.room.slug,
         "state": call.state,
-        "participants": [_member(part.user) for part in _in_call(call)],
+        "participants": [user_data(part.user) for part in _in_call(call)],
         "reason": call.end_reason or None,
         "event": event,
-        "user": None if user is None else _member(user),
+        "user": None if user is None else user_data(user),
         # Only on a join: ``user`` offers to each of these; the others wait for its offer.
         "offer_to": list(offer_to),
     }
@@ -170,11 +166,6 @@ def _is_in(call: Call, user: Any) -> bool:
     return part is not None and part.in_call
 
 
-def _check_reader(user: Any, room: Room) -> None:
-    if not can_read(user, room):
-        raise NotAllowed("not a member of this room")
-
-
 def _end(call: Call, reason: str, *, event: str, user: Any = None) -> int:
     now = timezone.now()
     call.participants.filter(joined_at__isnull=False, left_at__isnull=True).update(left_at=now)
@@ -202,7 +193,7 @@ def invite(user: Any, room: Room) -> int | None:
 
     None when ``user`` is in the room's call already (nothing changes).
     """
-    _check_reader(user, room)
+    check_reader(user, room)
     with _room_locked(room) as call:
         if call is None:
             call = Call.objects.create(room=room, started_by=user)
@@ -224,14 +215,14 @@ def _after_invite(call: Call, room: Room, caller: Any) -> None:
     )
     if room.open_to_signed_in:
         return  # no member list: those listening on call.<room> see it ring
-    ring = {"type": "ring", "call": call.pk, "room": room.slug, "from": _member(caller)}
+    ring = {"type": "ring", "call": call.pk, "room": room.slug, "from": user_data(caller)}
     for member_id in room.members.exclude(pk=caller.pk).values_list("pk", flat=True):
         ephemeral(f"user.{member_id}", ring)
 
 
 def accept(user: Any, room: Room) -> int | None:
     """Join the room's live call; the push's seq (None if already in it)."""
-    _check_reader(user, room)
+    check_reader(user, room)
     with _room_locked(room) as call:
         if call is None:
             raise NoCall("no call to accept in this room")
@@ -254,7 +245,7 @@ def _everyone_declined(call: Call) -> bool:
 
 def decline(user: Any, room: Room) -> int:
     """Say no to the room's call; a ringing call everyone declined ends (``declined``)."""
-    _check_reader(user, room)
+    check_reader(user, room)
     with _room_locked(room) as call:
         if call is None:
             raise NoCall("no call to decline in this room")
@@ -270,7 +261,7 @@ def decline(user: Any, room: Room) -> int:
 
 def cancel(user: Any, room: Room) -> int:
     """Stop ringing a call nobody answered yet (``cancelled``)."""
-    _check_reader(user, room)
+    check_reader(user, room)
     with _room_locked(room) as call:
         if call is None or not _is_in(call, user):
             raise NoCall("no call of yours to cancel in this room")
@@ -297,7 +288,7 @@ def _leave(user: Any, room: Room, *, event: str, reason: str, strict: bool) -> i
 
 def hangup(user: Any, room: Room) -> int | None:
     """Leave the room's call; with fewer than two left it ends (``hung_up``)."""
-    _check_reader(user, room)
+    check_reader(user, room)
     return _leave(user, room, event="hangup", reason="hung_up", strict=True)
 
 
@@ -435,7 +426,7 @@ def relay(user: Any, room: Room, kind: str, data: dict[str, Any]) -> None:
     stays one event, its list as sent): not numbered, not kept, seen by that
     user's sockets alone.
     """
-    _check_reader(user, room)
+    check_reader(user, room)
     to = data.get("to")
     if isinstance(to, bool) or not isinstance(to, int):
         raise InvalidMessage(f'{kind} needs "to": the user id of a participant')
@@ -448,13 +439,13 @@ def relay(user: Any, room: Room, kind: str, data: dict[str, Any]) -> None:
         raise NotAllowed("you are not in this call")
     if to == user.pk or to not in in_call:
         raise NotAllowed(f"user {to} is not another participant of this call")
-    message = {"type": kind, "call": call.pk, "room": room.slug, "from": _member(user), **relayed}
+    message = {"type": kind, "call": call.pk, "room": room.slug, "from": user_data(user), **relayed}
     ephemeral(f"user.{to}", message)
 
 
 def current_state(user: Any, room: Room) -> dict[str, Any] | None:
     """The room's live call as a ``call.state`` message would give it, or None."""
-    _check_reader(user, room)
+    check_reader(user, room)
     call = Call.objects.filter(room=room, state__in=LIVE).select_related("room").first()
     if call is None or _ring_expired(call):
         return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -18,6 +18,11 @@ SLUG_VALIDATOR = RegexValidator(
 # Direct conversations are ``dm-<lower user id>-<higher user id>``; other rooms may
 # not take a name of that shape.
 DIRECT_PREFIX = "dm-"
+
+
+def user_data(user: Any) -> dict[str, Any]:
+    """A user as chat's pushes, pages and endpoints show one: ``{"id", "name"}``."""
+    return {"id": user.pk, "name": user.get_username()}
 
 
 class Room(models.Model):
@@ -91,11 +96,10 @@ class Message(models.Model):
 
     def as_data(self) -> dict[str, object]:
         """The message as pushed and as the history endpoint lists it."""
-        author = self.author
         return {
             "id": self.pk,
             "room": self.room.slug,
-            "author": None if author is None else {"id": author.pk, "name": author.get_username()},
+            "author": None if self.author is None else user_data(self.author),
             "text": self.text,
             "created_at": self.created_at,
         }

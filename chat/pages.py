@@ -8,13 +8,15 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
+from chat.models import user_data
+
 
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
     """``/chat/``: everything on it comes from the JSON endpoints and the ``chat.<room>`` topics."""
     user = request.user
     config = {
-        "user": {"id": user.pk, "name": user.get_username()},
+        "user": user_data(user),
         "roomsUrl": reverse("chat:rooms"),
         "messagesUrl": reverse("chat:messages", args=["ROOM"]),
         "callUrl": reverse("chat:call", args=["ROOM"]),

@@ -19,7 +19,7 @@ from django.db.models import Q, QuerySet
 from redis.exceptions import RedisError
 
 from chat import ratelimit
-from chat.models import DIRECT_PREFIX, Message, Room
+from chat.models import DIRECT_PREFIX, Message, Room, user_data
 from ws.protocol import CloseCode
 from ws.push import ephemeral, push
 
@@ -29,6 +29,7 @@ __all__ = [
     "NotAllowed",
     "RateLimited",
     "can_read",
+    "check_reader",
     "direct_room",
     "history",
     "readable_rooms",
@@ -91,6 +92,12 @@ def can_read(user: Any, room: Room) -> bool:
     return room.open_to_signed_in or room.members.filter(pk=user.pk).exists()
 
 
+def check_reader(user: Any, room: Room) -> None:
+    """Raise ``NotAllowed`` unless ``user`` may read ``room`` (``can_read``)."""
+    if not can_read(user, room):
+        raise NotAllowed("not a member of this room")
+
+
 def can_read_slug(user: Any, slug: str | None) -> bool:
     """``can_read`` by the room's slug (a topic's parameter); no such room: no."""
     return bool(slug) and readable_rooms(user).filter(slug=slug).exists()
@@ -125,8 +132,7 @@ def send_message(user: Any, room: Room, text: object) -> Message:
     transaction the push waits for its commit, and a rollback pushes nothing.
     Once pushed, ``message.seq`` is the topic's sequence number of the push.
     """
-    if not can_read(user, room):
-        raise NotAllowed("not a member of this room")
+    check_reader(user, room)
     text = _check_text(text)
     _take_rate(user)
     with transaction.atomic():
@@ -147,9 +153,8 @@ def _push(message: Message) -> None:
 
 def send_typing(user: Any, room: Room) -> None:
     """Tell the room's subscribers ``user`` is typing: not stored, not numbered, not replayed."""
-    if not can_read(user, room):
-        raise NotAllowed("not a member of this room")
-    ephemeral(room.topic, {"type": "typing", "user": {"id": user.pk, "name": user.get_username()}})
+    check_reader(user, room)
+    ephemeral(room.topic, {"type": "typing", "user": user_data(user)})
 
 
 def direct_slug(user_a: Any, user_b: Any) -> str:
@@ -180,16 +185,19 @@ def direct_room(user_a: Any, user_b: Any) -> Room:
 
 
 def direct_partner(room: Room, user: Any) -> Any:
-    """The other user of a direct conversation (None if gone)."""
-    return room.members.exclude(pk=user.pk).first()
+    """The other user of a direct conversation (None if gone).
+
+    Reads ``room.members.all()``, so a list of rooms fetched with
+    ``prefetch_related("members")`` costs no query per room.
+    """
+    return next((member for member in room.members.all() if member.pk != user.pk), None)
 
 
 def history(
     user: Any, room: Room, *, before: int | None = None, limit: int | None = None
 ) -> list[Message]:
     """Up to ``limit`` messages before id ``before`` (the newest when None), oldest first."""
-    if not can_read(user, room):
-        raise NotAllowed("not a member of this room")
+    check_reader(user, room)
     page = settings.CHAT_HISTORY_PAGE_SIZE if limit is None else limit
     if not 1 <= page <= settings.CHAT_HISTORY_PAGE_MAX:
         raise InvalidMessage(f"limit must be 1 to {settings.CHAT_HISTORY_PAGE_MAX}")

@@ -19,7 +19,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat import calls, ice, services
-from chat.models import Room
+from chat.models import Room, user_data
 
 View = Callable[..., JsonResponse]
 
@@ -62,10 +62,8 @@ def _room_data(room: Room, user: Any) -> dict[str, Any]:
         "direct": room.is_direct,
     }
     if room.is_direct:
-        partner = next((m for m in room.members.all() if m.pk != user.pk), None)
-        data["with"] = (
-            None if partner is None else {"id": partner.pk, "name": partner.get_username()}
-        )
+        partner = services.direct_partner(room, user)
+        data["with"] = None if partner is None else user_data(partner)
     return data
 
 
