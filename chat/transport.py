@@ -45,12 +45,18 @@ def seed_room_accepts_messages(user: Any, param: str | None) -> bool:
     return bool(param) and Room.objects.filter(slug=param, allow_client_messages=True).exists()
 
 
+def _room_of(topic: topics.Topic) -> Room:
+    """The Room a ``chat.<room>`` or ``call.<room>`` topic names."""
+    room = Room.objects.filter(slug=topic.param).first()
+    if room is None:
+        raise NotAllowed("no such room")
+    return room
+
+
 def publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
     """A socket's publish on ``chat.<room>``: a message (its seq) or a typing indicator."""
     try:
-        room = Room.objects.filter(slug=topic.param).first()
-        if room is None:
-            raise NotAllowed("no such room")
+        room = _room_of(topic)
         if not isinstance(data, dict):
             raise InvalidMessage('data must be {"text": ...} or {"type": "typing"}')
         kind = data.get("type", "message")
@@ -80,9 +86,7 @@ def call_publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
     the call follows that presence, and ends for a user whose last one leaves.
     """
     try:
-        room = Room.objects.filter(slug=topic.param).first()
-        if room is None:
-            raise NotAllowed("no such room")
+        room = _room_of(topic)
         kind = data.get("type") if isinstance(data, dict) else None
         if kind in calls.RELAYED:
             calls.relay(user, room, kind, data)
