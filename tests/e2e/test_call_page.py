@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import media_browser, orm_in_thread, signed_in_page  # noqa: F401
+from tests.support.browser import in_plain_thread, media_browser, signed_in_page  # noqa: F401
 from tests.support.users import make_user
 
 WAIT_MS = 15_000
@@ -78,8 +78,8 @@ def test_a_one_to_one_call_carries_audio_both_ways_and_hang_up_ends_it_on_both_p
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = orm_in_thread(make_user, "call-alice"), orm_in_thread(make_user, "call-bob")
-    slug = orm_in_thread(direct_room_of, alice, bob)
+    alice, bob = in_plain_thread(make_user, "call-alice"), in_plain_thread(make_user, "call-bob")
+    slug = in_plain_thread(direct_room_of, alice, bob)
     alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
     bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
 
@@ -114,8 +114,8 @@ def test_a_three_person_call_connects_every_pair_and_ends_when_all_but_one_hang_
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    users = [orm_in_thread(make_user, f"trio-{name}") for name in ("ann", "ben", "cat")]
-    slug = orm_in_thread(members_room, "trio-room", *users)
+    users = [in_plain_thread(make_user, f"trio-{name}") for name in ("ann", "ben", "cat")]
+    slug = in_plain_thread(members_room, "trio-room", *users)
     (ann, ann_errors), (ben, ben_errors), (cat, cat_errors) = (
         call_page(media_browser, daphne_server, user, slug) for user in users
     )
@@ -163,8 +163,8 @@ def test_declining_ends_a_ringing_one_to_one_call_on_the_callers_page(
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = orm_in_thread(make_user, "no-alice"), orm_in_thread(make_user, "no-bob")
-    slug = orm_in_thread(direct_room_of, alice, bob)
+    alice, bob = in_plain_thread(make_user, "no-alice"), in_plain_thread(make_user, "no-bob")
+    slug = in_plain_thread(direct_room_of, alice, bob)
     alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
     bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
 
@@ -183,9 +183,9 @@ def test_a_call_rings_on_a_page_showing_another_room_and_a_closed_page_leaves_th
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = orm_in_thread(make_user, "ring-alice"), orm_in_thread(make_user, "ring-bob")
-    slug = orm_in_thread(members_room, "ring-room", alice, bob)
-    orm_in_thread(members_room, "elsewhere", bob)
+    alice, bob = in_plain_thread(make_user, "ring-alice"), in_plain_thread(make_user, "ring-bob")
+    slug = in_plain_thread(members_room, "ring-room", alice, bob)
+    in_plain_thread(members_room, "elsewhere", bob)
     alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
     bob_page, bob_errors = call_page(media_browser, daphne_server, bob, "elsewhere")
 
@@ -212,8 +212,8 @@ def test_six_people_connect_every_pair_and_a_seventh_is_told_the_call_is_full(
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    users = [orm_in_thread(make_user, f"six-{n}") for n in range(7)]
-    slug = orm_in_thread(members_room, "six-room", *users)
+    users = [in_plain_thread(make_user, f"six-{n}") for n in range(7)]
+    slug = in_plain_thread(members_room, "six-room", *users)
     pages = [call_page(media_browser, daphne_server, user, slug) for user in users]
     six, seventh = [page for page, _ in pages[:6]], pages[6][0]
 
@@ -242,8 +242,8 @@ def test_a_users_other_window_says_they_are_in_the_call_and_takes_no_part(
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = orm_in_thread(make_user, "two-alice"), orm_in_thread(make_user, "two-bob")
-    slug = orm_in_thread(direct_room_of, alice, bob)
+    alice, bob = in_plain_thread(make_user, "two-alice"), in_plain_thread(make_user, "two-bob")
+    slug = in_plain_thread(direct_room_of, alice, bob)
     (calling, calling_errors), (other, other_errors), (bob_page, bob_errors) = (
         call_page(media_browser, daphne_server, user, slug) for user in (alice, alice, bob)
     )

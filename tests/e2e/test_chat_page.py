@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import browser, orm_in_thread, signed_in_page  # noqa: F401
+from tests.support.browser import browser, in_plain_thread, signed_in_page  # noqa: F401
 from tests.support.users import make_user
 
 WAIT_MS = 10_000
@@ -31,8 +31,8 @@ def test_two_users_chat_see_each_other_and_who_is_typing(
     daphne_server,
     browser,  # noqa: F811
 ):
-    alice, bob = orm_in_thread(make_user, "page-alice"), orm_in_thread(make_user, "page-bob")
-    orm_in_thread(make_room_with, alice, bob)
+    alice, bob = in_plain_thread(make_user, "page-alice"), in_plain_thread(make_user, "page-bob")
+    in_plain_thread(make_room_with, alice, bob)
     alice_page, alice_errors = chat_page(browser, daphne_server, alice)
     bob_page, bob_errors = chat_page(browser, daphne_server, bob)
 

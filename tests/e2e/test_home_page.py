@@ -5,9 +5,7 @@ The dashboards themselves: ``test_dashboard_page.py``.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
-from tests.support.browser import browser  # noqa: F401 - a fixture
+from tests.support.browser import browser, in_plain_thread  # noqa: F401 - browser: a fixture
 from ws import push
 
 
@@ -18,13 +16,12 @@ def test_the_page_shows_the_clock_the_server_pushes(daphne_server, browser, tmp_
 
     # Playwright's sync API runs an event loop in this thread; push as a view would,
     # from a thread of its own.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        seq = pool.submit(
-            push,
-            "dashboard.clock",
-            {"server_time": "2026-01-02T03:04:05.000+00:00", "uptime_s": 7200},
-            msg="clock",
-        ).result()
+    seq = in_plain_thread(
+        push,
+        "dashboard.clock",
+        {"server_time": "2026-01-02T03:04:05.000+00:00", "uptime_s": 7200},
+        msg="clock",
+    )
 
     page.wait_for_function(f"document.getElementById('clock').dataset.seq === '{seq}'")
     assert "(host up 2 h)" in page.inner_text("#clock")

@@ -7,11 +7,10 @@ of its own through ``page.evaluate``.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from project.redis_server import free_port
-from tests.support.browser import browser  # noqa: F401 - a fixture
+from tests.support.browser import browser, in_plain_thread  # noqa: F401 - browser: a fixture
 from tests.support.processes import DaphneServer
 from ws import push, topics
 from ws._publisher import publisher
@@ -66,14 +65,12 @@ FAST_RETRIES = {"minDelayMs": 100, "maxDelayMs": 1000}
 
 def push_from_thread(topic: str, data: Any) -> int:
     """``push`` as a view would: Playwright's sync API runs an event loop in this thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(push, topic, data).result()
+    return in_plain_thread(push, topic, data)
 
 
 def ephemeral_from_thread(topic: str, data: Any) -> None:
     """``ephemeral`` (someone is typing) as a view or a publish handler would send it."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(ephemeral, topic, data).result()
+    in_plain_thread(ephemeral, topic, data)
 
 
 def lose_on_the_way(topic: str, data: Any) -> int:
@@ -87,8 +84,7 @@ def lose_on_the_way(topic: str, data: Any) -> int:
     def publish() -> int:
         return publisher.run(lambda: publisher.publish(topic, elsewhere, body)).seq
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(publish).result()
+    return in_plain_thread(publish)
 
 
 def open_page(browser: Any, server: DaphneServer) -> tuple[Any, list[str]]:  # noqa: F811

@@ -60,8 +60,10 @@ def _launch(args: list[str]) -> Iterator[object]:
         chromium.close()
 
 
-def orm_in_thread(function: Callable[..., T], *args: Any) -> T:
-    """The ORM from a plain thread: Playwright's sync API runs an event loop in this one.
+def in_plain_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in a thread of its own, for sync code that must not
+    run where an event loop does (the ORM, ``push``): Playwright's sync API runs one in
+    the test's thread.
 
     The thread's database connection is closed before it ends: one left open
     would keep the test database from being dropped at the end of the session.
@@ -71,7 +73,7 @@ def orm_in_thread(function: Callable[..., T], *args: Any) -> T:
         from django.db import connections
 
         try:
-            return function(*args)
+            return function(*args, **kwargs)
         finally:
             connections.close_all()
 
@@ -87,7 +89,7 @@ def signed_in_page(browser: Any, server: Any, user: Any, path: str) -> tuple[Any
     from tests.support.users import session_cookie
 
     context = browser.new_context()
-    cookie = orm_in_thread(session_cookie, user).removeprefix("sessionid=")
+    cookie = in_plain_thread(session_cookie, user).removeprefix("sessionid=")
     context.add_cookies([{"name": "sessionid", "value": cookie, "url": server.origin}])
     page = context.new_page()
     errors: list[str] = []
