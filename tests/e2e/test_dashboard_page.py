@@ -8,14 +8,13 @@ instances (``Chart.getChart``) and ``window.dashboardState``.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from project.redis_server import free_port
-from tests.support.browser import browser  # noqa: F401 - a fixture
+from tests.support.browser import browser, in_plain_thread  # noqa: F401 - browser: a fixture
 from tests.support.processes import DaphneServer
 from tests.support.users import make_user, session_cookie
 from ws import push
@@ -27,8 +26,7 @@ MIN_GRACE_MS = 2_000
 
 def push_from_thread(topic: str, data: Any, msg: str = "dashboard") -> int:
     """``push`` as a worker would: Playwright's sync API runs an event loop in this thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(push, topic, data, msg=msg).result()
+    return in_plain_thread(push, topic, data, msg=msg)
 
 
 def iso(moment: datetime) -> str:
@@ -129,7 +127,20 @@ def wait_for_data(
     ).json_value()
 
 
+@pytest.fixture
+def no_recompute_owed(redis_client: Any) -> None:
+    """No dashboard marked dirty by an earlier test (a change while nobody watched).
+
+    Else the page's subscription asks a worker (the session's, if one is up) for a
+    fresh value, computed from the empty test database, which would replace the
+    values this module pushes.
+    """
+    for name in ("orders", "sales"):
+        redis_client.delete(f"dash:{{{name}}}:dirty")
+
+
 def test_the_page_renders_pushed_dashboards_marks_them_stale_and_shows_broadcasts(
+    no_recompute_owed,
     daphne_server,
     browser,  # noqa: F811
     tmp_path,
