@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from project.redis_server import free_port
+from tasks import dashboards
 from tests.support.browser import browser, in_plain_thread  # noqa: F401 - browser: a fixture
 from tests.support.processes import DaphneServer
 from tests.support.users import make_user, session_cookie
+from tests.support.waiting import poll_until
 from ws import push
 
 WAIT_MS = 10_000
@@ -127,20 +129,23 @@ def wait_for_data(
     ).json_value()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_recompute_owed(redis_client: Any) -> None:
-    """No dashboard marked dirty by an earlier test (a change while nobody watched).
+    """No dashboard recompute queued, running, or owed by an earlier test.
 
-    Else the page's subscription asks a worker (the session's, if one is up) for a
-    fresh value, computed from the empty test database, which would replace the
-    values this module pushes.
+    These tests push the values a worker would. A recompute by a real worker
+    (the session's, if an earlier test started it) reads the empty test database
+    and would replace them: one queued by an earlier test's saves, or one the
+    page's subscription asks for because a dashboard was left marked dirty (a
+    change while nobody watched) or its value is old (see the tests' first pushes).
     """
-    for name in ("orders", "sales"):
-        redis_client.delete(f"dash:{{{name}}}:dirty")
+    for entry in dashboards.registered():
+        scheduled = f"dash:{{{entry.name}}}:scheduled"  # a run is queued (60 s at most)
+        poll_until(lambda key=scheduled: not redis_client.exists(key), 70, f"{scheduled} gone")
+        redis_client.delete(f"dash:{{{entry.name}}}:dirty")
 
 
 def test_the_page_renders_pushed_dashboards_marks_them_stale_and_shows_broadcasts(
-    no_recompute_owed,
     daphne_server,
     browser,  # noqa: F811
     tmp_path,
@@ -265,6 +270,8 @@ def test_the_page_carries_on_when_the_server_restarts_under_it(
     log_dir,
     browser,  # noqa: F811
 ):
+    # A fresh value before the page subscribes: it asks for no recompute.
+    push_from_thread("dashboard.sales", sales_payload(3, timedelta(seconds=5)))
     port = free_port()
     server = DaphneServer(child_env, log_dir, port, name="daphne-dashboard-1")
     try:
