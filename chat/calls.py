@@ -25,11 +25,28 @@ candidates come one at a time (``"candidate"``) or in a batch of 1 to
 ``MAX_ICE_BATCH`` (``"candidates"``): a socket's publishes are rate-limited,
 and a newcomer to a full mesh has offers and candidates for every peer to send.
 
-A participant leaves when their last socket on the topic goes (``participant_gone``,
-from the presence hook), or when a live server process sweeps the entries of
-a dead one. If no live process holds the topic (every one that did died), no
-one sweeps it: ``sweep_gone``, run by a periodic task, takes out of live calls
-those with no live socket on the call's topic.
+Surviving the network. A participant whose last socket on the topic goes
+(``participant_gone``, from the presence hook, or when a live server process
+sweeps the entries of a dead one) is not taken out at once: they are
+``reconnecting`` for ``CALL_REJOIN_GRACE_S`` (their peer connections may
+still carry audio), and a ``chat.tasks.end_rejoin_grace`` task scheduled for
+the end of it takes them out if they are still away. A page of theirs that
+subscribes again publishes ``rejoin`` with the peers whose connection it still
+holds (``keep``): they are back in the call, and the state push names the
+others in ``offer_to``, so the rejoining page offers to exactly those whose
+connection is gone (all of them after a reload) and they close theirs and wait
+for its offer. If no live process holds the topic (every one that did died),
+no one sweeps it: ``sweep_gone``, run by a periodic task, marks those with no
+live socket as reconnecting and takes out those whose grace is over.
+
+Renegotiation (ICE restarts, a rejoin's offers) follows the perfect-negotiation
+pattern on the pages: ``participants`` are listed in the order they joined,
+and of two participants the one who joined later is the polite one (it rolls
+back its own offer when both offer at once). Offers and rejoins are limited to
+``CALL_RENEGOTIATIONS`` per user and call in ``CALL_RENEGOTIATION_WINDOW_S``.
+A page that gives up on a peer connection (``CALL_PEER_GIVE_UP_S``) reports
+it (``lost``): the pair is in the state's ``lost`` list for every page to
+show, until one of the two renegotiates with the other or leaves.
 """
 
 from __future__ import annotations
@@ -44,8 +61,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from chat import ratelimit
 from chat.models import Call, CallParticipant, Room, user_data
-from chat.services import ChatError, InvalidMessage, NotAllowed, check_reader, user_by_id
+from chat.services import (
+    ChatError,
+    InvalidMessage,
+    NotAllowed,
+    RateLimited,
+    check_reader,
+    user_by_id,
+)
 from ws import presence
 from ws.protocol import CloseCode
 from ws.push import ephemeral, push
@@ -59,10 +84,13 @@ __all__ = [
     "current_state",
     "decline",
     "end_unanswered",
+    "grace_over",
     "hangup",
     "invite",
     "participant_gone",
+    "rejoin",
     "relay",
+    "report_lost",
     "sweep_gone",
 ]
 
@@ -106,20 +134,31 @@ def _in_call(call: Call) -> list[CallParticipant]:
     )
 
 
+def _participant_data(part: CallParticipant) -> dict[str, Any]:
+    status = "in_call" if part.reconnecting_since is None else "reconnecting"
+    return {**user_data(part.user), "status": status}
+
+
 def state_data(
     call: Call, *, event: str, user: Any = None, offer_to: Iterable[int] = ()
 ) -> dict[str, Any]:
-    """The ``call.state`` message: where the call is, who is in it, what just happened."""
+    """The ``call.state`` message: where the call is, who is in it, what just happened.
+
+    ``participants`` (in the order they joined, each ``in_call`` or
+    ``reconnecting``), ``lost`` (pairs of user ids whose connection was given
+    up on) and, on a join or rejoin, ``offer_to``: ``user`` offers to each of
+    these, who close any connection to ``user`` they hold and wait for its offer.
+    """
     return {
         "type": "state",
         "call": call.pk,
         "room": call.room.slug,
         "state": call.state,
-        "participants": [user_data(part.user) for part in _in_call(call)],
+        "participants": [_participant_data(part) for part in _in_call(call)],
+        "lost": [list(pair) for pair in call.lost_links],
         "reason": call.end_reason or None,
         "event": event,
         "user": None if user is None else user_data(user),
-        # Only on a join: ``user`` offers to each of these; the others wait for its offer.
         "offer_to": list(offer_to),
     }
 
@@ -168,10 +207,26 @@ def _is_in(call: Call, user: Any) -> bool:
 
 def _end(call: Call, reason: str, *, event: str, user: Any = None) -> int:
     now = timezone.now()
-    call.participants.filter(joined_at__isnull=False, left_at__isnull=True).update(left_at=now)
+    call.participants.filter(joined_at__isnull=False, left_at__isnull=True).update(
+        left_at=now, reconnecting_since=None
+    )
     call.state, call.ended_at, call.end_reason = Call.State.ENDED, now, reason
-    call.save(update_fields=["state", "ended_at", "end_reason"])
+    call.lost_links = []
+    call.save(update_fields=["state", "ended_at", "end_reason", "lost_links"])
     return _push_state(call, event=event, user=user)
+
+
+def _forget_lost_links(call: Call, user_id: int, peers: Iterable[int] | None = None) -> None:
+    """Drop the lost pairs of ``user_id`` (with ``peers`` only, when given); saved."""
+    others = None if peers is None else set(peers)
+    kept = [
+        pair
+        for pair in call.lost_links
+        if user_id not in pair or (others is not None and not others & set(pair))
+    ]
+    if kept != call.lost_links:
+        call.lost_links = kept
+        call.save(update_fields=["lost_links"])
 
 
 def _join(call: Call, user: Any, *, event: str) -> int:
@@ -181,6 +236,7 @@ def _join(call: Call, user: Any, *, event: str) -> int:
         raise CallFull(f"the call is full ({settings.CALL_MAX_PARTICIPANTS} participants)")
     part, _ = CallParticipant.objects.get_or_create(call=call, user=user)
     part.joined_at, part.left_at, part.declined_at = timezone.now(), None, None
+    part.reconnecting_since = None
     part.save()
     if call.state == Call.State.RINGING and already:
         call.state, call.answered_at = Call.State.ACTIVE, timezone.now()
@@ -277,13 +333,19 @@ def _leave(user: Any, room: Room, *, event: str, reason: str, strict: bool) -> i
             if strict:
                 raise NoCall("you are not in a call in this room")
             return None
-        if call.state == Call.State.RINGING:  # only the caller was in it
-            return _end(call, "cancelled" if event == "hangup" else reason, event=event, user=user)
-        part.left_at = timezone.now()
-        part.save(update_fields=["left_at"])
-        if len(_in_call(call)) < 2:
-            return _end(call, reason, event=event, user=user)
-        return _push_state(call, event=event, user=user)
+        return _take_out(call, part, user, event=event, reason=reason)
+
+
+def _take_out(call: Call, part: CallParticipant, user: Any, *, event: str, reason: str) -> int:
+    """``part`` leaves ``call`` (locked); with fewer than two left, the call ends."""
+    if call.state == Call.State.RINGING:  # only the caller was in it
+        return _end(call, "cancelled" if event == "hangup" else reason, event=event, user=user)
+    part.left_at, part.reconnecting_since = timezone.now(), None
+    part.save(update_fields=["left_at", "reconnecting_since"])
+    if len(_in_call(call)) < 2:
+        return _end(call, reason, event=event, user=user)
+    _forget_lost_links(call, user.pk)
+    return _push_state(call, event=event, user=user)
 
 
 def hangup(user: Any, room: Room) -> int | None:
@@ -313,11 +375,14 @@ def _in_a_live_call(slug: str, user_id: int) -> bool:
 
 
 def participant_gone(slug: str, user_id: int) -> int | None:
-    """``user_id``'s last socket on ``call.<slug>`` closed: they leave its call, if in one.
+    """``user_id``'s last socket on ``call.<slug>`` closed: they are reconnecting, if in a call.
 
     Called from the presence hook (``ws.hooks.presence_left``) in whichever
-    process saw the leave; a ringing call whose caller is gone ends
-    (``disconnected``), as does an active one left with fewer than two.
+    process saw the leave. The others keep their peer connections;
+    ``end_rejoin_grace`` takes the user out ``CALL_REJOIN_GRACE_S`` later unless
+    a page of theirs rejoined. With no grace (0) they leave at once: a ringing
+    call whose caller is gone ends (``disconnected``), as does an active one
+    left with fewer than two.
     """
     if not _in_a_live_call(slug, user_id):  # most sockets that close on a call topic
         return None
@@ -325,7 +390,119 @@ def participant_gone(slug: str, user_id: int) -> int | None:
     user = user_by_id(user_id)
     if room is None or user is None:
         return None
-    return _leave(user, room, event="disconnect", reason="disconnected", strict=False)
+    if settings.CALL_REJOIN_GRACE_S <= 0:
+        return _leave(user, room, event="disconnect", reason="disconnected", strict=False)
+    with _room_locked(room) as call:
+        part = None if call is None else _participant(call, user)
+        if call is None or part is None or not part.in_call or part.reconnecting_since:
+            return None
+        part.reconnecting_since = timezone.now()
+        part.save(update_fields=["reconnecting_since"])
+        since = part.reconnecting_since.isoformat()
+        transaction.on_commit(lambda: _schedule_grace_end(call.pk, user_id, since), robust=True)
+        return _push_state(call, event="reconnecting", user=user)
+
+
+def _schedule_grace_end(call_id: int, user_id: int, since: str) -> None:
+    from chat.tasks import end_rejoin_grace
+
+    end_rejoin_grace.apply_async((call_id, user_id, since), countdown=settings.CALL_REJOIN_GRACE_S)
+
+
+def grace_over(call_id: int, user_id: int, since: str) -> int | None:
+    """The grace period that began at ``since`` is over: if still away, ``user_id`` leaves.
+
+    Run by the task ``participant_gone`` scheduled; a user who came back (or
+    left, or went away again later: another ``since``) is left alone, so a late
+    or repeated run changes nothing.
+    """
+    away_since = datetime.fromisoformat(since)
+    part = (
+        CallParticipant.objects.filter(call_id=call_id, user_id=user_id)
+        .select_related("call__room", "user")
+        .first()
+    )
+    if part is None or part.reconnecting_since != away_since:
+        return None
+    with _room_locked(part.call.room) as call:
+        fresh = None if call is None or call.pk != call_id else _participant(call, part.user)
+        if fresh is None or not fresh.in_call or fresh.reconnecting_since != away_since:
+            return None  # came back, or left, while the room was being locked
+        logger.info("calls: user %s did not come back to call %s in time", user_id, call_id)
+        return _take_out(call, fresh, part.user, event="disconnect", reason="disconnected")
+
+
+def _take_renegotiation(call: Call, user: Any) -> None:
+    """Count one renegotiation of ``user`` in ``call``; ``RateLimited`` past the limit."""
+    wait_s = ratelimit.take_from(
+        f"call:renegotiate:{call.pk}:{user.pk}",
+        settings.CALL_RENEGOTIATIONS,
+        settings.CALL_RENEGOTIATION_WINDOW_S,
+    )
+    if wait_s:
+        raise RateLimited(
+            f"too many renegotiations (at most {settings.CALL_RENEGOTIATIONS} in "
+            f"{settings.CALL_RENEGOTIATION_WINDOW_S:g} s): try again in {wait_s:.1f} s",
+            retry_after_s=wait_s,
+        )
+
+
+def _check_user_ids(value: Any, name: str) -> list[int]:
+    if value is None:
+        return []
+    limit = settings.CALL_MAX_PARTICIPANTS
+    if not isinstance(value, list) or len(value) > limit:
+        raise InvalidMessage(f'"{name}" must be a list of at most {limit} user ids')
+    if not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+        raise InvalidMessage(f'"{name}" must list user ids (integers)')
+    return value
+
+
+def rejoin(user: Any, room: Room, keep: Any = None) -> int | None:
+    """A page of ``user``, a participant, is back: reconnecting no more; the push's seq.
+
+    ``keep``: the participants whose peer connection that page still holds
+    (none after a reload). The others are named in ``offer_to``: the page offers
+    to them afresh. None when nothing changed (not reconnecting, nothing to
+    renegotiate). ``NotAllowed`` for one who is not in the room's live call
+    (never was, hung up, or their grace period ended).
+    """
+    check_reader(user, room)
+    kept = set(_check_user_ids(keep, "keep"))
+    with _room_locked(room) as call:
+        part = None if call is None else _participant(call, user)
+        if call is None or part is None or not part.in_call:
+            raise NotAllowed("you are not in this room's call (never joined, left, or too late)")
+        _take_renegotiation(call, user)
+        offer_to = [p.user_id for p in _in_call(call) if p.user_id not in kept | {user.pk}]
+        if part.reconnecting_since is None and not offer_to:
+            return None
+        part.reconnecting_since = None
+        part.save(update_fields=["reconnecting_since"])
+        _forget_lost_links(call, user.pk, offer_to)
+        return _push_state(call, event="rejoin", user=user, offer_to=offer_to)
+
+
+def report_lost(user: Any, room: Room, peer: Any) -> int | None:
+    """``user``'s page gave up on its connection to ``peer``: shown as lost to everyone.
+
+    The seq of the state push, or None when that pair was reported already.
+    """
+    check_reader(user, room)
+    if isinstance(peer, bool) or not isinstance(peer, int):
+        raise InvalidMessage('lost needs "peer": the user id of a participant')
+    with _room_locked(room) as call:
+        in_call = set() if call is None else {part.user_id for part in _in_call(call)}
+        if call is None or user.pk not in in_call:
+            raise NotAllowed("you are not in this room's call")
+        if peer == user.pk or peer not in in_call:
+            raise NotAllowed(f"user {peer} is not another participant of this call")
+        pair = sorted((user.pk, peer))
+        if pair in call.lost_links:
+            return None
+        call.lost_links = [*call.lost_links, pair]
+        call.save(update_fields=["lost_links"])
+        return _push_state(call, event="lost", user=user)
 
 
 def end_unanswered(call_id: int, created_at: str | None = None) -> int | None:
@@ -349,7 +526,8 @@ def end_unanswered(call_id: int, created_at: str | None = None) -> int | None:
 
 
 def sweep_gone() -> int:
-    """Take out of every live call those with no live socket on its topic; how many left.
+    """Mark as reconnecting in live calls those with no live socket on its topic, and take
+    out those whose grace period is over; how many changed.
 
     The presence hook does this as each last socket goes, in the server process
     that sees it go: a closing socket's own, or one sweeping a dead process's
@@ -358,24 +536,31 @@ def sweep_gone() -> int:
     periodic task ``chat.tasks.sweep_calls`` runs this. An entry not refreshed
     for ``PUSH_PRESENCE_TTL_S`` counts as gone. Who is in a call is read before
     who is present: a join needs a live socket, so one who joins in between is
-    present by then.
+    present by then. A grace period whose task was lost (no worker took it) ends
+    here too.
     """
-    in_calls: dict[Room, list[int]] = {}  # a model instance hashes by its pk
+    in_calls: dict[Room, list[CallParticipant]] = {}  # a model instance hashes by its pk
     parts = CallParticipant.objects.filter(
         call__state__in=LIVE, joined_at__isnull=False, left_at__isnull=True
     ).select_related("call__room")
     for part in parts:
-        in_calls.setdefault(part.call.room, []).append(part.user_id)
-    left = 0
-    for room, user_ids in in_calls.items():
+        in_calls.setdefault(part.call.room, []).append(part)
+    grace = timedelta(seconds=settings.CALL_REJOIN_GRACE_S)
+    changed = 0
+    for room, room_parts in in_calls.items():
         present = presence.live_members(call_topic(room))
-        for user_id in user_ids:
-            if f"user:{user_id}" in present:
+        for part in room_parts:
+            away = part.reconnecting_since
+            if away is not None and timezone.now() - away >= grace:
+                seq = grace_over(part.call_id, part.user_id, away.isoformat())
+            elif away is None and f"user:{part.user_id}" not in present:
+                seq = participant_gone(room.slug, part.user_id)
+            else:
                 continue
-            if participant_gone(room.slug, user_id) is not None:
-                logger.info("calls: user %s had no live socket in %s's call", user_id, room.slug)
-                left += 1
-    return left
+            if seq is not None:
+                logger.info("calls: swept user %s in %s's call", part.user_id, room.slug)
+                changed += 1
+    return changed
 
 
 def _check_candidate(candidate: Any) -> dict[str, Any] | None:
@@ -439,6 +624,8 @@ def relay(user: Any, room: Room, kind: str, data: dict[str, Any]) -> None:
         raise NotAllowed("you are not in this call")
     if to == user.pk or to not in in_call:
         raise NotAllowed(f"user {to} is not another participant of this call")
+    if kind == "offer":
+        _take_renegotiation(call, user)
     message = {"type": kind, "call": call.pk, "room": room.slug, "from": user_data(user), **relayed}
     ephemeral(f"user.{to}", message)
 

@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 
 from django.conf import settings
 
-__all__ = ["IceServer", "ice_servers", "turn_credential"]
+__all__ = ["IceServer", "ice_servers", "stun_of_turn", "turn_credential"]
 
 
 class IceServer(TypedDict, total=False):
@@ -37,19 +37,39 @@ def turn_credential(user_id: object, *, now: float | None = None) -> tuple[str, 
     return username, base64.b64encode(digest).decode("ascii"), expires
 
 
-def ice_servers(user: Any) -> dict[str, Any]:
-    """``{"iceServers": [...], "expires_at": <Unix seconds or null>}`` for ``user``.
+def stun_of_turn(turn_urls: list[str]) -> list[str]:
+    """``stun:host:port`` for each plain ``turn:`` URL: a TURN server answers STUN there too."""
+    found: list[str] = []
+    for url in turn_urls:
+        scheme, _, rest = url.partition(":")
+        stun = f"stun:{rest.partition('?')[0]}"
+        if scheme == "turn" and stun not in found:
+            found.append(stun)
+    return found
 
-    STUN from ``CALL_ICE_SERVERS``; TURN from ``CALL_TURN_URLS`` when
-    ``CALL_TURN_SECRET`` is set. Ask again before ``expires_at``.
+
+def ice_servers(user: Any) -> dict[str, Any]:
+    """The ``RTCConfiguration`` for ``user``'s peer connections, and when it expires.
+
+    ``{"iceServers": [...], "iceTransportPolicy": "all" | "relay", "expires_at":
+    <Unix seconds or null>}``. STUN from ``CALL_ICE_SERVERS`` (unset: the TURN
+    servers' hosts); TURN from ``CALL_TURN_URLS`` when ``CALL_TURN_SECRET`` is
+    set, with a credential made now: pages ask again on every (re)connection
+    and ICE restart, so a call outliving ``CALL_TURN_TTL_S`` still gets a relay.
     """
     servers: list[IceServer] = []
-    if settings.CALL_ICE_SERVERS:
-        servers.append({"urls": list(settings.CALL_ICE_SERVERS)})
+    turn_on = bool(settings.CALL_TURN_URLS and settings.CALL_TURN_SECRET)
+    stun = settings.CALL_ICE_SERVERS or (stun_of_turn(settings.CALL_TURN_URLS) if turn_on else [])
+    if stun:
+        servers.append({"urls": list(stun)})
     expires_at = None
-    if settings.CALL_TURN_URLS and settings.CALL_TURN_SECRET:
+    if turn_on:
         username, credential, expires_at = turn_credential(user.pk)
         servers.append(
             {"urls": list(settings.CALL_TURN_URLS), "username": username, "credential": credential}
         )
-    return {"iceServers": servers, "expires_at": expires_at}
+    return {
+        "iceServers": servers,
+        "iceTransportPolicy": settings.CALL_ICE_TRANSPORT_POLICY,
+        "expires_at": expires_at,
+    }

@@ -126,6 +126,9 @@ class Call(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=16, blank=True)
+    # Pairs of participants (user ids, smaller first) whose peer connection a page gave up
+    # on after ICE restarts failed; cleared when either of the two renegotiates or leaves.
+    lost_links = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -145,7 +148,9 @@ class CallParticipant(models.Model):
     """A user's part in a call: in it from ``joined_at`` until ``left_at``, or declined.
 
     One row per call and user; joining again (after a hang-up) moves ``joined_at``
-    forward, so the order of ``joined_at`` is the order newcomers arrived in.
+    forward, so the order of ``joined_at`` is the order newcomers arrived in. A
+    participant whose sockets are gone stays in the call, ``reconnecting_since``
+    set, until they come back or the grace period ends.
     """
 
     call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="participants")
@@ -153,6 +158,8 @@ class CallParticipant(models.Model):
     joined_at = models.DateTimeField(null=True, blank=True)
     left_at = models.DateTimeField(null=True, blank=True)
     declined_at = models.DateTimeField(null=True, blank=True)
+    # Set while their last socket on the call's topic is gone, for CALL_REJOIN_GRACE_S.
+    reconnecting_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["joined_at", "id"]

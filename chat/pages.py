@@ -22,5 +22,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "callUrl": reverse("chat:call", args=["ROOM"]),
         "iceServersUrl": reverse("chat:ice-servers"),
         "ringTimeoutS": settings.CALL_RING_TIMEOUT_S,
+        "iceTransportPolicy": settings.CALL_ICE_TRANSPORT_POLICY,
+        "peerGiveUpS": settings.CALL_PEER_GIVE_UP_S,
     }
     return render(request, "chat/index.html", {"page_config": config})

@@ -1,4 +1,4 @@
-"""A per-user limit on chat messages, counted in Redis across every process.
+"""Per-user limits (chat messages, call renegotiations), counted in Redis across every process.
 
 A sliding window: at most ``CHAT_RATE_MESSAGES`` messages in any
 ``CHAT_RATE_WINDOW_S`` seconds. One Lua script checks and records, so two
@@ -14,7 +14,7 @@ from django.conf import settings
 
 from ws._publisher import publisher
 
-__all__ = ["take"]
+__all__ = ["take", "take_from"]
 
 # KEYS[1] the user's window (a sorted set of send times, µs). ARGV[1] the limit,
 # ARGV[2] the window (ms), ARGV[3] a unique member. Returns 0 when the message may
@@ -38,7 +38,14 @@ return 0
 def take(user_id: object) -> float:
     """Record one message of ``user_id``; 0 if allowed, else seconds until one is."""
     limit, window_s = settings.CHAT_RATE_MESSAGES, settings.CHAT_RATE_WINDOW_S
-    key = f"chat:rate:{user_id}"
+    return take_from(f"chat:rate:{user_id}", limit, window_s)
+
+
+def take_from(key: str, limit: int, window_s: float) -> float:
+    """Record one action in the window ``key``; 0 if allowed, else seconds until one is.
+
+    At most ``limit`` actions in any ``window_s`` seconds, counted in Redis.
+    """
     args = [limit, max(1, int(window_s * 1000)), secrets.token_hex(8)]
     wait_us = publisher.run(lambda: publisher.run_script(_TAKE_LUA, [key], args))
     return int(wait_us) / 1_000_000

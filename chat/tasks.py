@@ -1,4 +1,5 @@
-"""Chat's Celery tasks: the timeout of a call nobody answers, and the sweep of calls."""
+"""Chat's Celery tasks: the timeout of a call nobody answers, the end of a participant's
+grace period, and the sweep of calls."""
 
 from __future__ import annotations
 
@@ -35,3 +36,16 @@ def sweep_calls() -> int:
     from chat import calls
 
     return calls.sweep_gone()
+
+
+@shared_task(name="chat.tasks.end_rejoin_grace", ignore_result=True, **RETRY_POLICY)
+@patient_with_redis
+def end_rejoin_grace(call_id: int, user_id: int, since: str) -> int | None:
+    """Take ``user_id`` out of call ``call_id`` if still reconnecting since ``since``.
+
+    Scheduled with a countdown of ``CALL_REJOIN_GRACE_S`` when their last socket
+    went; one who came back meanwhile is left alone, so a re-run does nothing.
+    """
+    from chat import calls
+
+    return calls.grace_over(call_id, user_id, since)

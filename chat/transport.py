@@ -12,14 +12,16 @@ Configured in ``ChatConfig.ready`` (every process):
   seed room whose Room of the same slug has ``allow_client_messages``.
 - ``call.<room>``: the room's voice calls, for those who may read the room. A
   publish goes to ``call_publish`` (``{"type": "invite" | "accept" | "decline" |
-  "cancel" | "hangup" | "offer" | "answer" | "ice", ...}``, see ``chat.calls``;
-  an ``ice`` carries ``"candidate"`` or a batch, ``"candidates"``); and when a
-  user's last socket leaves the topic (``ws.hooks.presence_left``) they leave
-  the room's call.
+  "cancel" | "hangup" | "rejoin" | "lost" | "offer" | "answer" | "ice", ...}``,
+  see ``chat.calls``; an ``ice`` carries ``"candidate"`` or a batch,
+  ``"candidates"``, a ``rejoin`` the peers it ``"keep"``s, a ``lost`` its
+  ``"peer"``); and when a user's last socket leaves the topic
+  (``ws.hooks.presence_left``) they are reconnecting in the room's call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -70,13 +72,17 @@ def publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
         raise topics.PublishRefused(error.code, str(error)) from None
 
 
-_CALL_ACTIONS = {
-    "invite": calls.invite,
-    "accept": calls.accept,
-    "decline": calls.decline,
-    "cancel": calls.cancel,
-    "hangup": calls.hangup,
+_CALL_ACTIONS: dict[str, Callable[[Any, Room, dict[str, Any]], int | None]] = {
+    "invite": lambda user, room, data: calls.invite(user, room),
+    "accept": lambda user, room, data: calls.accept(user, room),
+    "decline": lambda user, room, data: calls.decline(user, room),
+    "cancel": lambda user, room, data: calls.cancel(user, room),
+    "hangup": lambda user, room, data: calls.hangup(user, room),
+    "rejoin": lambda user, room, data: calls.rejoin(user, room, data.get("keep")),
+    "lost": lambda user, room, data: calls.report_lost(user, room, data.get("peer")),
 }
+# Actions that put the user (back) in the call: they need a socket on the topic.
+_JOINING = ("invite", "accept", "rejoin")
 
 
 def call_publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
@@ -95,11 +101,11 @@ def call_publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
         if action is None:
             kinds = ", ".join([*_CALL_ACTIONS, *calls.RELAYED])
             raise InvalidMessage(f'data must be {{"type": ...}}, one of {kinds}')
-        joining = kind in ("invite", "accept")
+        joining = kind in _JOINING
         member_id = f"user:{user.pk}"
         if joining and not presence.is_present(topic.name, member_id):
             raise InvalidMessage(f"subscribe to {topic.name} before joining its call")
-        seq = action(user, room)
+        seq = action(user, room, data)
         if joining and not presence.is_present(topic.name, member_id):
             # Their last socket left between the check above and the join's commit: the
             # leave's hook may have run first and found them in no call. Either that
@@ -112,7 +118,7 @@ def call_publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
 
 
 async def on_presence_left(sender: Any, topic: str, member: Any, **kwargs: Any) -> None:
-    """A user's last socket left ``call.<room>``: they leave the room's call."""
+    """A user's last socket left ``call.<room>``: they are reconnecting in the room's call."""
     kind, _, slug = topic.partition(".")
     member_id = str(member.get("id", "")) if isinstance(member, dict) else ""
     if kind != "call" or not member_id.startswith("user:"):

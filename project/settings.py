@@ -36,22 +36,27 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
 
 
-def _env_number(name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+def _env_number(
+    name: str, default: T, parse: Callable[[str], T], what: str, minimum: float | None
+) -> T:
     value = os.environ.get(name)
     if not value:
         return default
     try:
-        return parse(value)
+        number = parse(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be {what}, got {value!r}") from exc
+    if minimum is not None and number < minimum:  # type: ignore[operator]
+        raise ImproperlyConfigured(f"{name} must be {minimum:g} or more, got {value!r}")
+    return number
 
 
-def env_int(name: str, default: int) -> int:
-    return _env_number(name, default, int, "an integer")
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    return _env_number(name, default, int, "an integer", minimum)
 
 
-def env_float(name: str, default: float) -> float:
-    return _env_number(name, default, float, "a number")
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    return _env_number(name, default, float, "a number", minimum)
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -248,10 +253,31 @@ CALL_MAX_PARTICIPANTS = env_int("CALL_MAX_PARTICIPANTS", 6)
 CALL_SWEEP_S = env_float("CALL_SWEEP_S", 60.0)
 # ICE servers handed to browsers (GET /chat/api/calls/ice-servers): STUN URLs, and TURN
 # URLs with time-limited credentials (TURN REST scheme, coturn's static-auth-secret).
+# Unset, STUN is asked of the TURN servers' hosts (coturn answers STUN on its TURN port), or
+# of none: on one machine or a LAN, host candidates connect. Across NATs without TURN, set a
+# public STUN server, such as stun:stun.l.google.com:19302.
 CALL_ICE_SERVERS = env_list("CALL_ICE_SERVERS", "")
 CALL_TURN_URLS = env_list("CALL_TURN_URLS", "")
 CALL_TURN_SECRET = os.environ.get("CALL_TURN_SECRET", "")
 CALL_TURN_TTL_S = env_int("CALL_TURN_TTL_S", 3600)
+# "all": any candidate (host, STUN, TURN); "relay": only through TURN (hides the peers'
+# addresses from each other, and is what a test of the TURN path sets).
+CALL_ICE_TRANSPORT_POLICY = os.environ.get("CALL_ICE_TRANSPORT_POLICY", "all")
+if CALL_ICE_TRANSPORT_POLICY not in ("all", "relay"):
+    raise ImproperlyConfigured(
+        f"CALL_ICE_TRANSPORT_POLICY must be 'all' or 'relay', got {CALL_ICE_TRANSPORT_POLICY!r}"
+    )
+# A participant whose last socket on call.<room> goes is "reconnecting" for this long (the
+# others keep their peer connection); a page of theirs that subscribes again within it is
+# back in the call, media untouched. 0: they leave at once.
+CALL_REJOIN_GRACE_S = env_float("CALL_REJOIN_GRACE_S", 20.0, minimum=0)
+# A page gives up on a peer connection that ICE restarts could not bring back in this long,
+# and reports it lost: everyone is shown the link as lost.
+CALL_PEER_GIVE_UP_S = env_float("CALL_PEER_GIVE_UP_S", 30.0, minimum=1)
+# Renegotiations (offers, ICE restarts and rejoins) one user may make in one call, per
+# CALL_RENEGOTIATION_WINDOW_S: a joiner of a full mesh offers to five peers at once.
+CALL_RENEGOTIATIONS = env_int("CALL_RENEGOTIATIONS", 30, minimum=1)
+CALL_RENEGOTIATION_WINDOW_S = env_float("CALL_RENEGOTIATION_WINDOW_S", 60.0, minimum=1)
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL

@@ -125,6 +125,9 @@ def child_env(test_database: str, redis_server: RedisServer) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="project.settings",
         PYTHONUNBUFFERED="1",
     )
+    # A call's participant whose sockets went is back within this, or out: long enough
+    # for a page to reload and rejoin, short enough for a test to see the grace end.
+    env.setdefault("CALL_REJOIN_GRACE_S", "6")
     return env
 
 

@@ -35,6 +35,19 @@ def test_production_mode_refuses_the_development_secret_key(child_env):
     assert allowed.returncode == 0, allowed.stderr
 
 
+def test_call_settings_out_of_range_are_refused_naming_the_setting(child_env):
+    for name, value, says in [
+        ("CALL_ICE_TRANSPORT_POLICY", "none", "must be 'all' or 'relay'"),
+        ("CALL_REJOIN_GRACE_S", "-1", "must be 0 or more"),
+        ("CALL_PEER_GIVE_UP_S", "0", "must be 1 or more"),
+        ("CALL_RENEGOTIATIONS", "0", "must be 1 or more"),
+        ("CALL_REJOIN_GRACE_S", "soon", "must be a number"),
+    ]:
+        refused = run_python("", dict(child_env, **{name: value}))
+        assert refused.returncode != 0
+        assert f"{name} {says}" in refused.stderr, refused.stderr[-500:]
+
+
 def test_without_redis_url_a_process_runs_and_stops_its_own_redis(child_env, tmp_path):
     env = dict(child_env, EMBEDDED_REDIS_DIR=str(tmp_path))
     env.pop("REDIS_URL")

@@ -17,6 +17,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.db.models.signals import post_save
 from django.test import Client
+from django.utils import timezone
 from websockets.asyncio.client import ClientConnection
 
 from chat import calls, services, transport
@@ -109,7 +111,8 @@ def test_a_group_call_rings_turns_active_and_ends_when_fewer_than_two_are_left(a
     assert Call.objects.filter(room=room).count() == 2
 
 
-def test_a_ringing_call_ends_when_cancelled_or_when_its_caller_leaves(alice, bob):
+def test_a_ringing_call_ends_when_cancelled_or_when_its_caller_leaves(alice, bob, settings):
+    settings.CALL_REJOIN_GRACE_S = 0  # no grace period: a closed socket leaves at once
     room = services.direct_room(alice, bob)
     topic = calls.call_topic(room)
 
@@ -133,7 +136,8 @@ def test_a_ringing_call_ends_when_cancelled_or_when_its_caller_leaves(alice, bob
     assert list(Call.objects.values_list("state", flat=True)) == ["ended"] * 3
 
 
-def test_an_answered_call_cannot_be_cancelled_and_a_disconnect_ends_it(alice, bob):
+def test_an_answered_call_cannot_be_cancelled_and_a_disconnect_ends_it(alice, bob, settings):
+    settings.CALL_REJOIN_GRACE_S = 0
     room = services.direct_room(alice, bob)
     calls.invite(alice, room)
     calls.accept(bob, room)
@@ -280,7 +284,7 @@ def test_a_bad_ice_batch_is_refused_saying_what_was_expected(alice, bob, data, s
 
 
 async def test_a_socket_leaving_between_the_presence_check_and_the_join_takes_its_user_out(
-    alice, bob
+    alice, bob, settings
 ):
     """The window in ``transport.call_publish``, opened at the join's first save.
 
@@ -289,8 +293,10 @@ async def test_a_socket_leaving_between_the_presence_check_and_the_join_takes_it
     ``presence_left`` hook runs to the end in another thread and connection,
     finds no participant (the join is not committed yet) and changes nothing,
     as it does when the socket of another server process closes at that moment.
-    Only the presence check after the join can take her out again.
+    Only the presence check after the join can take her out again (at once: no
+    grace period here).
     """
+    settings.CALL_REJOIN_GRACE_S = 0
     room = await in_thread(services.direct_room, alice, bob)
     topic = calls.call_topic(room)
     conn = "test-call-window!alice"
@@ -321,6 +327,156 @@ async def test_a_socket_leaving_between_the_presence_check_and_the_join_takes_it
         ("ringing", "invite", None, "alice"),
         ("ended", "disconnect", "disconnected", "alice"),
     ]
+
+
+# --- surviving the network: the grace period, rejoins, lost links, the renegotiation limit --
+
+
+def statuses(state: Frame) -> dict[str, str]:
+    return {member["name"]: member["status"] for member in state["participants"]}
+
+
+def away_since(room: Any, user: Any) -> str:
+    part = CallParticipant.objects.get(call__room=room, call__state__in=calls.LIVE, user=user)
+    assert part.reconnecting_since is not None
+    return part.reconnecting_since.isoformat()
+
+
+def test_a_participant_whose_sockets_go_is_reconnecting_until_a_rejoin_or_the_grace_end(
+    alice, bob, carol
+):
+    room = make_room("svc-call-grace", alice, bob, carol)
+    topic = calls.call_topic(room)
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+    calls.accept(carol, room)
+
+    calls.participant_gone(room.slug, bob.pk)
+    assert calls.participant_gone(room.slug, bob.pk) is None  # reconnecting already
+    away = states(topic)[-1]
+    assert (away["state"], away["event"], away["user"]["name"]) == ("active", "reconnecting", "bob")
+    assert statuses(away) == {"alice": "in_call", "bob": "reconnecting", "carol": "in_call"}
+
+    # Bob's page came back holding its connection to alice: it offers to carol only.
+    calls.rejoin(bob, room, [alice.pk])
+    back = states(topic)[-1]
+    assert (back["event"], back["user"]["name"], back["offer_to"]) == ("rejoin", "bob", [carol.pk])
+    assert set(statuses(back).values()) == {"in_call"}
+    assert calls.rejoin(bob, room, [alice.pk, carol.pk]) is None  # nothing to change
+
+    # A grace period that ended after a rejoin changes nothing: bob is back.
+    calls.participant_gone(room.slug, bob.pk)
+    stale = away_since(room, bob)
+    calls.rejoin(bob, room, [alice.pk, carol.pk])
+    assert calls.grace_over(Call.objects.get().pk, bob.pk, stale) is None
+
+    # Gone again, and the grace period ends: he leaves; the call goes on without him.
+    calls.participant_gone(room.slug, bob.pk)
+    call_id, since = Call.objects.get().pk, away_since(room, bob)
+    seq = calls.grace_over(call_id, bob.pk, since)
+    assert calls.grace_over(call_id, bob.pk, since) is None  # once only
+    left = states(topic)[-1]
+    assert (left["event"], left["user"]["name"], names(left)) == (
+        "disconnect",
+        "bob",
+        ["alice", "carol"],
+    )
+    assert len(states(topic)) == seq
+    with pytest.raises(services.NotAllowed, match="not in this room's call"):
+        calls.rejoin(bob, room)  # too late: he must join again
+    assert len(states(topic)) == seq  # the refusal pushed nothing
+
+
+def test_a_reloaded_page_rejoins_offering_to_everyone_and_a_stranger_cannot(alice, bob, carol):
+    room = services.direct_room(alice, bob)
+    topic = calls.call_topic(room)
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+    calls.participant_gone(room.slug, alice.pk)
+
+    calls.rejoin(alice, room)  # a reload: no connection kept
+    back = states(topic)[-1]
+    assert (back["state"], back["event"], back["offer_to"]) == ("active", "rejoin", [bob.pk])
+
+    before = len(states(topic))
+    with pytest.raises(services.NotAllowed):
+        calls.rejoin(carol, room)  # not a member of the direct room
+    other = make_room("svc-call-stranger", alice, carol)
+    calls.invite(alice, other)
+    with pytest.raises(services.NotAllowed, match="not in this room's call"):
+        calls.rejoin(carol, other)  # a member who never joined this call
+    for keep in ("bob", [True], list(range(9))):
+        with pytest.raises(services.InvalidMessage, match='"keep"'):
+            calls.rejoin(alice, room, keep)
+    assert len(states(topic)) == before
+    assert Call.objects.get(room=room).state == "active"
+
+
+def test_a_lost_link_is_shown_to_everyone_until_one_of_the_two_renegotiates(alice, bob, carol):
+    room = make_room("svc-call-lost", alice, bob, carol)
+    topic = calls.call_topic(room)
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+    calls.accept(carol, room)
+
+    calls.report_lost(carol, room, alice.pk)
+    assert calls.report_lost(alice, room, carol.pk) is None  # the same pair, reported by both
+    lost = states(topic)[-1]
+    assert (lost["event"], lost["user"]["name"], lost["lost"]) == (
+        "lost",
+        "carol",
+        [sorted([alice.pk, carol.pk])],
+    )
+    with pytest.raises(services.NotAllowed):
+        calls.report_lost(carol, room, carol.pk)
+    with pytest.raises(services.InvalidMessage, match='"peer"'):
+        calls.report_lost(carol, room, "alice")
+
+    calls.rejoin(bob, room, [alice.pk, carol.pk])  # bob renegotiates nothing: still lost
+    assert states(topic)[-1]["lost"] == [sorted([alice.pk, carol.pk])]
+    calls.rejoin(carol, room, [bob.pk])  # carol offers to alice again
+    assert states(topic)[-1]["lost"] == []
+
+
+def test_renegotiations_are_limited_per_user_and_call_and_the_call_goes_on(
+    alice, bob, carol, settings
+):
+    settings.CALL_RENEGOTIATIONS = 3
+    room = make_room("svc-call-restarts", alice, bob, carol)
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+    calls.accept(carol, room)
+    offer = {"to": bob.pk, "sdp": "v=0"}
+
+    for _ in range(2):
+        calls.relay(alice, room, "offer", offer)
+    calls.rejoin(alice, room)  # a rejoin counts as one
+    with pytest.raises(services.RateLimited, match="too many renegotiations") as refused:
+        calls.relay(alice, room, "offer", offer)
+    assert refused.value.code == 4429
+    assert 0 < refused.value.retry_after_s <= settings.CALL_RENEGOTIATION_WINDOW_S
+    calls.relay(alice, room, "answer", offer)  # answers are not limited
+    calls.relay(carol, room, "offer", offer)  # nor is anyone else
+    assert Call.objects.get().state == "active"
+
+
+def test_the_sweep_marks_the_unseen_reconnecting_and_ends_a_grace_whose_task_was_lost(
+    alice, bob, settings
+):
+    settings.CALL_REJOIN_GRACE_S = 30
+    room = services.direct_room(alice, bob)
+    topic = calls.call_topic(room)
+    calls.invite(alice, room)
+    calls.accept(bob, room)  # neither has a socket on the topic (no presence at all)
+
+    assert sweep_calls() == 2
+    assert statuses(states(topic)[-1]) == {"alice": "reconnecting", "bob": "reconnecting"}
+    assert sweep_calls() == 0  # their grace is not over
+    past = timezone.now() - timedelta(seconds=31)
+    CallParticipant.objects.update(reconnecting_since=past)  # as if its task never ran
+    assert sweep_calls() == 1  # alice leaves, which ends the call (bob's turn finds it over)
+    ended = states(topic)[-1]
+    assert (ended["state"], ended["reason"]) == ("ended", "disconnected")
 
 
 # --- ICE servers ---------------------------------------------------------------------------
@@ -354,9 +510,30 @@ def test_turn_credentials_are_the_hmac_of_a_username_that_expires_after_the_ttl(
     settings.CALL_TURN_SECRET = ""  # no secret: no TURN entry, and nothing expires
     assert client.get("/chat/api/calls/ice-servers").json() == {
         "iceServers": [{"urls": ["stun:stun.example.com:3478"]}],
+        "iceTransportPolicy": "all",
         "expires_at": None,
     }
     assert Client().get("/chat/api/calls/ice-servers").status_code == 401
+
+
+def test_stun_defaults_to_the_turn_hosts_and_the_transport_policy_reaches_the_page(alice, settings):
+    settings.CALL_ICE_SERVERS = []
+    settings.CALL_TURN_URLS = [
+        "turn:turn.example.com:3478?transport=udp",
+        "turn:turn.example.com:3478?transport=tcp",
+        "turns:turn.example.com:5349",
+    ]
+    settings.CALL_TURN_SECRET = "s3cret"
+    settings.CALL_ICE_TRANSPORT_POLICY = "relay"
+    client = Client()
+    client.force_login(alice)
+
+    body = client.get("/chat/api/calls/ice-servers").json()
+    assert body["iceServers"][0] == {"urls": ["stun:turn.example.com:3478"]}
+    assert body["iceServers"][1]["urls"] == settings.CALL_TURN_URLS
+    assert body["iceTransportPolicy"] == "relay"
+    page = client.get("/chat/")
+    assert page.context["page_config"]["iceTransportPolicy"] == "relay"
 
 
 def test_a_turn_credential_is_fixed_by_its_time_and_user(settings):
@@ -573,9 +750,10 @@ async def test_a_non_member_can_neither_subscribe_to_nor_publish_on_nor_join_a_c
     assert (await a.state(invited["seq"]))["state"] == "ringing"
 
 
-async def test_a_participant_whose_last_socket_closes_leaves_and_the_call_ends(
-    daphne_server, redis_client, alice, bob, carol
+async def test_a_participant_whose_last_socket_closes_is_reconnecting_then_back_or_out(
+    daphne_server, celery_worker, redis_client, alice, bob, carol
 ):
+    """Over a real server and worker, with the session's grace period (``CALL_REJOIN_GRACE_S``)."""
     await in_thread(make_room, "e2e-call-gone", alice, bob, carol)
     topic = "call.e2e-call-gone"
     a = await Peer.join(daphne_server, alice, topic)
@@ -587,15 +765,22 @@ async def test_a_participant_whose_last_socket_closes_leaves_and_the_call_ends(
     joined = await c.publish({"type": "accept"})
     await a.state(joined["seq"])
 
-    await c.socket.close()  # carol's only socket: she leaves, the call goes on
-    left = await a.next(lambda f: is_state(f, topic) and f["data"]["event"] == "disconnect")
-    assert (left["data"]["state"], left["data"]["user"]["name"], names(left["data"])) == (
+    def event(name: str) -> Callable[[Frame], bool]:
+        return lambda f: is_state(f, topic) and f["data"]["event"] == name
+
+    await c.socket.close()  # carol's only socket: she is reconnecting, still in the call
+    away = (await a.next(event("reconnecting")))["data"]
+    assert (away["state"], away["user"]["name"], statuses(away)["carol"]) == (
         "active",
         "carol",
-        ["alice", "bob"],
+        "reconnecting",
     )
+    c = await Peer.join(daphne_server, carol, topic)  # her page is back
+    rejoined = await c.publish({"type": "rejoin", "keep": [alice.pk, bob.pk]})
+    back = await a.state(rejoined["seq"])
+    assert (back["event"], back["offer_to"], statuses(back)["carol"]) == ("rejoin", [], "in_call")
 
-    await b2.socket.close()  # bob still has a socket: still in
+    await b2.socket.close()  # bob still has a socket: still in, not even reconnecting
     count_key = f"push:{{{topic}}}:p:count"
     await in_thread(
         poll_until,
@@ -603,27 +788,48 @@ async def test_a_participant_whose_last_socket_closes_leaves_and_the_call_ends(
         10,
         "bob's second socket leaving",
     )
+    await b1.socket.close()  # bob's last socket, and he never comes back
+    gone = await a.next(event("reconnecting"))
+    assert gone["seq"] == rejoined["seq"] + 1  # nothing in between: the second tab changed nothing
+    left = await a.next(event("disconnect"), timeout=FRAME_TIMEOUT_S + 6)
+    assert (left["data"]["state"], left["data"]["user"]["name"], names(left["data"])) == (
+        "active",
+        "bob",
+        ["alice", "carol"],
+    )
 
     def live() -> tuple[str, list[str]]:
         call = Call.objects.get(room__slug="e2e-call-gone")
         in_call = call.participants.filter(left_at__isnull=True).select_related("user")
         return call.state, sorted(p.user.username for p in in_call)
 
-    assert await in_thread(live) == ("active", ["alice", "bob"])
-
-    await b1.socket.close()  # bob's last socket: fewer than two left
-    ended = await a.next(lambda f: is_state(f, topic) and f["data"]["state"] == "ended")
-    assert ended["seq"] == left["seq"] + 1  # nothing in between: bob's second tab changed nothing
-    assert (
-        ended["data"]["reason"],
-        ended["data"]["user"]["name"],
-        ended["data"]["participants"],
-    ) == (
-        "disconnected",
-        "bob",
-        [],
-    )
+    assert await in_thread(live) == ("active", ["alice", "carol"])
+    await c.socket.close()  # fewer than two once her grace ends: the call ends
+    ended = await a.next(lambda f: is_state(f, topic) and f["data"]["state"] == "ended", 20)
+    assert (ended["data"]["reason"], ended["data"]["user"]["name"]) == ("disconnected", "carol")
     assert (await in_thread(live))[0] == "ended"
+
+
+async def test_a_refused_rejoin_is_an_error_frame_and_the_call_goes_on(
+    daphne_server, alice, bob, carol
+):
+    await in_thread(make_room, "e2e-call-refused", alice, bob, carol)
+    topic = "call.e2e-call-refused"
+    a, b, c = [await Peer.join(daphne_server, user, topic) for user in (alice, bob, carol)]
+    await a.publish({"type": "invite"})
+    answered = await b.publish({"type": "accept"})
+
+    refused = await c.publish({"type": "rejoin"})  # carol never joined
+    assert (refused["op"], refused["code"]) == ("error", 4003)
+    assert "not in this room's call" in refused["msg"]
+    bad = await a.publish({"type": "rejoin", "keep": "everyone"})
+    assert (bad["op"], bad["code"]) == ("error", 4400)
+    lost = await c.publish({"type": "lost", "peer": alice.pk})
+    assert (lost["op"], lost["code"]) == ("error", 4003)
+    # Nothing was pushed, and the call carries on: the next change is the next seq.
+    hung_up = await b.publish({"type": "hangup"})
+    assert hung_up["seq"] == answered["seq"] + 1
+    assert (await c.state(hung_up["seq"]))["state"] == "ended"
 
 
 async def test_an_unanswered_call_ends_after_the_ring_timeout(
@@ -760,8 +966,9 @@ def doomed_server(child_env, log_dir):
 
 
 async def test_the_sweep_ends_calls_whose_server_died_and_leaves_the_others_alone(
-    daphne_server, doomed_server, redis_client, alice, bob, carol
+    daphne_server, doomed_server, redis_client, alice, bob, carol, settings
 ):
+    settings.CALL_REJOIN_GRACE_S = 0  # the sweep's own run takes them out (grace: below)
     for slug in ("e2e-sweep-dead", "e2e-sweep-ringing", "e2e-sweep-alive"):
         await in_thread(make_room, slug, alice, bob, carol)
     dead, ringing, alive = "call.e2e-sweep-dead", "call.e2e-sweep-ringing", "call.e2e-sweep-alive"

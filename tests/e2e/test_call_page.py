@@ -181,6 +181,7 @@ def test_declining_ends_a_ringing_one_to_one_call_on_the_callers_page(
 @pytest.mark.django_db(transaction=True)
 def test_a_call_rings_on_a_page_showing_another_room_and_a_closed_page_leaves_the_call(
     daphne_server,
+    celery_worker,  # ends the closed page's grace period
     media_browser,  # noqa: F811
 ):
     alice, bob = in_plain_thread(make_user, "ring-alice"), in_plain_thread(make_user, "ring-bob")
@@ -199,7 +200,8 @@ def test_a_call_rings_on_a_page_showing_another_room_and_a_closed_page_leaves_th
     bob_page.click("#call-accept")
     assert_audio_rising(alice_page, peers=1)
 
-    # Bob's page goes away (tab closed): the server takes him out, and Alice's call ends.
+    # Bob's page goes away (tab closed): once his grace period is over the server takes him
+    # out, and Alice's call ends.
     bob_page.context.close()
     wait_for_phase(alice_page, "idle")
     alice_page.wait_for_selector("#call-status[data-ended='disconnected']", timeout=WAIT_MS)
