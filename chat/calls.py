@@ -52,6 +52,7 @@ show, until one of the two renegotiates with the other or leaves.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -81,6 +82,7 @@ __all__ = [
     "accept",
     "call_topic",
     "cancel",
+    "check_tab",
     "current_state",
     "decline",
     "end_unanswered",
@@ -103,6 +105,7 @@ RELAYED = ("offer", "answer", "ice")
 MAX_SDP_CHARS = 60_000
 # Candidates in one batched ``ice`` publish: a browser gathers a handful per peer.
 MAX_ICE_BATCH = 32
+_TAB = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CANDIDATE_FIELDS = {"candidate": str, "sdpMid": str, "sdpMLineIndex": int, "usernameFragment": str}
 
 
@@ -140,7 +143,12 @@ def _participant_data(part: CallParticipant) -> dict[str, Any]:
 
 
 def state_data(
-    call: Call, *, event: str, user: Any = None, offer_to: Iterable[int] = ()
+    call: Call,
+    *,
+    event: str,
+    user: Any = None,
+    offer_to: Iterable[int] = (),
+    tab: str | None = None,
 ) -> dict[str, Any]:
     """The ``call.state`` message: where the call is, who is in it, what just happened.
 
@@ -148,6 +156,8 @@ def state_data(
     ``reconnecting``), ``lost`` (pairs of user ids whose connection was given
     up on) and, on a join or rejoin, ``offer_to``: ``user`` offers to each of
     these, who close any connection to ``user`` they hold and wait for its offer.
+    ``tab``: which page of ``user`` joined or rejoined (its own random id), so
+    another page of theirs in the call knows it was replaced.
     """
     return {
         "type": "state",
@@ -160,6 +170,7 @@ def state_data(
         "event": event,
         "user": None if user is None else user_data(user),
         "offer_to": list(offer_to),
+        "tab": tab,
     }
 
 
@@ -229,7 +240,7 @@ def _forget_lost_links(call: Call, user_id: int, peers: Iterable[int] | None = N
         call.save(update_fields=["lost_links"])
 
 
-def _join(call: Call, user: Any, *, event: str) -> int:
+def _join(call: Call, user: Any, *, event: str, tab: str | None) -> int:
     """Put ``user`` in the call (it turns active at its second participant) and say so."""
     already = _in_call(call)
     if len(already) >= settings.CALL_MAX_PARTICIPANTS:
@@ -241,25 +252,34 @@ def _join(call: Call, user: Any, *, event: str) -> int:
     if call.state == Call.State.RINGING and already:
         call.state, call.answered_at = Call.State.ACTIVE, timezone.now()
         call.save(update_fields=["state", "answered_at"])
-    return _push_state(call, event=event, user=user, offer_to=[p.user_id for p in already])
+    offer_to = [p.user_id for p in already]
+    return _push_state(call, event=event, user=user, offer_to=offer_to, tab=tab)
 
 
-def invite(user: Any, room: Room) -> int | None:
+def check_tab(tab: Any) -> str | None:
+    """A page's id as sent with a join, rejoin or relayed message: None or 1-64 of [A-Za-z0-9_-]."""
+    if tab is None or (isinstance(tab, str) and _TAB.fullmatch(tab)):
+        return tab
+    raise InvalidMessage('"tab" must be a page id: 1 to 64 letters, digits, "-" or "_"')
+
+
+def invite(user: Any, room: Room, tab: Any = None) -> int | None:
     """Start a call in ``room`` (ringing), or join the one already there; the push's seq.
 
     None when ``user`` is in the room's call already (nothing changes).
     """
     check_reader(user, room)
+    tab = check_tab(tab)
     with _room_locked(room) as call:
         if call is None:
             call = Call.objects.create(room=room, started_by=user)
-            seq = _join(call, user, event="invite")
+            seq = _join(call, user, event="invite", tab=tab)
             ringing = call
             transaction.on_commit(lambda: _after_invite(ringing, room, user), robust=True)
             return seq
         if _is_in(call, user):
             return None
-        return _join(call, user, event="invite")
+        return _join(call, user, event="invite", tab=tab)
 
 
 def _after_invite(call: Call, room: Room, caller: Any) -> None:
@@ -276,15 +296,16 @@ def _after_invite(call: Call, room: Room, caller: Any) -> None:
         ephemeral(f"user.{member_id}", ring)
 
 
-def accept(user: Any, room: Room) -> int | None:
+def accept(user: Any, room: Room, tab: Any = None) -> int | None:
     """Join the room's live call; the push's seq (None if already in it)."""
     check_reader(user, room)
+    tab = check_tab(tab)
     with _room_locked(room) as call:
         if call is None:
             raise NoCall("no call to accept in this room")
         if _is_in(call, user):
             return None
-        return _join(call, user, event="accept")
+        return _join(call, user, event="accept", tab=tab)
 
 
 def _everyone_declined(call: Call) -> bool:
@@ -458,7 +479,7 @@ def _check_user_ids(value: Any, name: str) -> list[int]:
     return value
 
 
-def rejoin(user: Any, room: Room, keep: Any = None) -> int | None:
+def rejoin(user: Any, room: Room, keep: Any = None, tab: Any = None) -> int | None:
     """A page of ``user``, a participant, is back: reconnecting no more; the push's seq.
 
     ``keep``: the participants whose peer connection that page still holds
@@ -469,6 +490,7 @@ def rejoin(user: Any, room: Room, keep: Any = None) -> int | None:
     """
     check_reader(user, room)
     kept = set(_check_user_ids(keep, "keep"))
+    tab = check_tab(tab)
     with _room_locked(room) as call:
         part = None if call is None else _participant(call, user)
         if call is None or part is None or not part.in_call:
@@ -480,7 +502,7 @@ def rejoin(user: Any, room: Room, keep: Any = None) -> int | None:
         part.reconnecting_since = None
         part.save(update_fields=["reconnecting_since"])
         _forget_lost_links(call, user.pk, offer_to)
-        return _push_state(call, event="rejoin", user=user, offer_to=offer_to)
+        return _push_state(call, event="rejoin", user=user, offer_to=offer_to, tab=tab)
 
 
 def report_lost(user: Any, room: Room, peer: Any) -> int | None:
@@ -607,15 +629,17 @@ def relay(user: Any, room: Room, kind: str, data: dict[str, Any]) -> None:
     """Send an offer, answer or ICE candidate(s) to one other participant of the room's call.
 
     It goes to ``user.<to>`` as an ephemeral event ``{"type": kind, "call",
-    "room", "from", "sdp" | "candidate" | "candidates"}`` (an ``ice`` batch
-    stays one event, its list as sent): not numbered, not kept, seen by that
-    user's sockets alone.
+    "room", "from", "tab", "sdp" | "candidate" | "candidates"}`` (an ``ice``
+    batch stays one event, its list as sent; ``tab`` the sending page's id,
+    which tells the receiver which of its peer connections it is for): not
+    numbered, not kept, seen by that user's sockets alone.
     """
     check_reader(user, room)
     to = data.get("to")
     if isinstance(to, bool) or not isinstance(to, int):
         raise InvalidMessage(f'{kind} needs "to": the user id of a participant')
     relayed = _check_relayed(kind, data)
+    tab = check_tab(data.get("tab"))
     call = Call.objects.filter(room=room, state__in=LIVE).first()
     if call is None:
         raise NoCall("no call in this room")
@@ -626,7 +650,14 @@ def relay(user: Any, room: Room, kind: str, data: dict[str, Any]) -> None:
         raise NotAllowed(f"user {to} is not another participant of this call")
     if kind == "offer":
         _take_renegotiation(call, user)
-    message = {"type": kind, "call": call.pk, "room": room.slug, "from": user_data(user), **relayed}
+    message = {
+        "type": kind,
+        "call": call.pk,
+        "room": room.slug,
+        "from": user_data(user),
+        "tab": tab,
+        **relayed,
+    }
     ephemeral(f"user.{to}", message)
 
 

@@ -73,12 +73,12 @@ def publish(user: Any, topic: topics.Topic, data: Any) -> int | None:
 
 
 _CALL_ACTIONS: dict[str, Callable[[Any, Room, dict[str, Any]], int | None]] = {
-    "invite": lambda user, room, data: calls.invite(user, room),
-    "accept": lambda user, room, data: calls.accept(user, room),
+    "invite": lambda user, room, data: calls.invite(user, room, data.get("tab")),
+    "accept": lambda user, room, data: calls.accept(user, room, data.get("tab")),
     "decline": lambda user, room, data: calls.decline(user, room),
     "cancel": lambda user, room, data: calls.cancel(user, room),
     "hangup": lambda user, room, data: calls.hangup(user, room),
-    "rejoin": lambda user, room, data: calls.rejoin(user, room, data.get("keep")),
+    "rejoin": lambda user, room, data: calls.rejoin(user, room, data.get("keep"), data.get("tab")),
     "lost": lambda user, room, data: calls.report_lost(user, room, data.get("peer")),
 }
 # Actions that put the user (back) in the call: they need a socket on the topic.

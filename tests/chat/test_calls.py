@@ -394,9 +394,10 @@ def test_a_reloaded_page_rejoins_offering_to_everyone_and_a_stranger_cannot(alic
     calls.accept(bob, room)
     calls.participant_gone(room.slug, alice.pk)
 
-    calls.rejoin(alice, room)  # a reload: no connection kept
+    calls.rejoin(alice, room, tab="page-2")  # a reload: no connection kept, a new page id
     back = states(topic)[-1]
     assert (back["state"], back["event"], back["offer_to"]) == ("active", "rejoin", [bob.pk])
+    assert back["tab"] == "page-2"  # so that another page of alice's in the call steps aside
 
     before = len(states(topic))
     with pytest.raises(services.NotAllowed):
@@ -408,6 +409,11 @@ def test_a_reloaded_page_rejoins_offering_to_everyone_and_a_stranger_cannot(alic
     for keep in ("bob", [True], list(range(9))):
         with pytest.raises(services.InvalidMessage, match='"keep"'):
             calls.rejoin(alice, room, keep)
+    for tab in ("", "a" * 65, "<script>", 7):
+        with pytest.raises(services.InvalidMessage, match='"tab"'):
+            calls.rejoin(alice, room, tab=tab)
+        with pytest.raises(services.InvalidMessage, match='"tab"'):
+            calls.relay(alice, room, "offer", {"to": bob.pk, "sdp": "v=0", "tab": tab})
     assert len(states(topic)) == before
     assert Call.objects.get(room=room).state == "active"
 
@@ -659,7 +665,7 @@ async def test_a_call_over_sockets_rings_connects_and_relays_to_the_addressed_pe
 
     # The newcomers offer as told; answers and candidates go back to the offerer.
     for sender, data in (
-        (b, {"type": "offer", "to": alice.pk, "sdp": "v=0 bob->alice"}),
+        (b, {"type": "offer", "to": alice.pk, "sdp": "v=0 bob->alice", "tab": "bob-page"}),
         (c, {"type": "offer", "to": alice.pk, "sdp": "v=0 carol->alice"}),
         (c, {"type": "offer", "to": bob.pk, "sdp": "v=0 carol->bob"}),
         (a, {"type": "answer", "to": bob.pk, "sdp": "v=0 alice->bob"}),
@@ -679,10 +685,16 @@ async def test_a_call_over_sockets_rings_connects_and_relays_to_the_addressed_pe
         assert (after["state"], names(after)) == ("active", ["bob", "carol"])
     got = {peer.user.username: peer.all_relayed() for peer in (a, b, c)}
     call_id = ringing["call"]
-    base = {"call": call_id, "room": room.slug}
+    base = {"call": call_id, "room": room.slug, "tab": None}
     assert got == {
         "alice": [
-            {**base, "type": "offer", "from": me["bob"], "sdp": "v=0 bob->alice"},
+            {
+                **base,
+                "type": "offer",
+                "from": me["bob"],
+                "sdp": "v=0 bob->alice",
+                "tab": "bob-page",
+            },
             {**base, "type": "offer", "from": me["carol"], "sdp": "v=0 carol->alice"},
         ],
         "bob": [
@@ -941,7 +953,7 @@ async def test_a_batch_of_ice_candidates_reaches_the_addressed_peer_only_and_bad
     for peer in (a, b, c):
         await peer.state(hung_up["seq"])
     got = {peer.user.username: peer.all_relayed() for peer in (a, b, c)}
-    base = {"call": call_id, "room": "e2e-call-ice"}
+    base = {"call": call_id, "room": "e2e-call-ice", "tab": None}
     carol_is = {"id": carol.pk, "name": "carol"}
     assert got == {
         "alice": [
