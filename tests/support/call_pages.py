@@ -1,0 +1,94 @@
+"""The chat page's call panel, driven in Chromium: open a page, start a call, read its audio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.browser import signed_in_page
+
+WAIT_MS = 15_000
+
+
+def call_page(browser: Any, server: Any, user: Any, slug: str) -> tuple[Any, list[str]]:
+    page, errors = signed_in_page(browser, server, user, f"/chat/?room={slug}")
+    page.wait_for_selector("#state[data-state='open']", timeout=WAIT_MS)
+    page.wait_for_selector(f"#call[data-room='{slug}'][data-phase='idle']", timeout=WAIT_MS)
+    return page, errors
+
+
+def members_room(slug: str, *users: Any) -> str:
+    from chat.models import Room
+
+    room = Room.objects.create(slug=slug, title=slug.title())
+    room.members.add(*users)
+    return room.slug
+
+
+def direct_room_of(user_a: Any, user_b: Any) -> str:
+    from chat.services import direct_room
+
+    return direct_room(user_a, user_b).slug
+
+
+def wait_for_phase(page: Any, phase: str) -> None:
+    page.wait_for_selector(f"#call[data-phase='{phase}']", timeout=WAIT_MS)
+
+
+def audio_bytes_in(page: Any) -> dict[str, int]:
+    """Per peer of this page's call: inbound audio bytes so far (``getStats()``)."""
+    stats = page.evaluate("() => chatCalls.stats()")
+    return {peer: figures["bytesReceived"] for peer, figures in stats.items()}
+
+
+def assert_audio_rising(page: Any, peers: int) -> None:
+    """The page shows ``peers`` connections carrying audio; getStats() agrees, and keeps rising."""
+    page.wait_for_function(
+        """(peers) => {
+            const shown = document.querySelectorAll("#call-peers li");
+            const flowing = document.querySelectorAll("#call-peers li[data-audio='flowing']");
+            return shown.length === peers && flowing.length === peers;
+        }""",
+        arg=peers,
+        timeout=WAIT_MS,
+    )
+    before = audio_bytes_in(page)
+    assert len(before) == peers
+    assert all(received > 0 for received in before.values())
+    page.wait_for_function(
+        """async (before) => {
+            const stats = await chatCalls.stats();
+            return Object.keys(before).every((peer) => stats[peer].bytesReceived > before[peer]);
+        }""",
+        arg=before,
+        timeout=WAIT_MS,
+        polling=100,
+    )
+
+
+def connect_one_to_one(caller: Any, callee: Any) -> None:
+    """``caller`` calls, ``callee`` accepts, and audio flows both ways."""
+    caller.click("#call-start")
+    wait_for_phase(callee, "incoming")
+    callee.click("#call-accept")
+    for page in (caller, callee):
+        wait_for_phase(page, "in-call")
+        assert_audio_rising(page, peers=1)
+
+
+def peer_stats(page: Any) -> dict[str, dict[str, Any]]:
+    """``chatCalls.stats()``: per peer id, its connection's state, audio bytes, restarts..."""
+    return page.evaluate("() => chatCalls.stats()")
+
+
+def record_peer_statuses(page: Any) -> None:
+    """From now on, keep every status the page's peer chips show (``window.seenPeerStatuses``)."""
+    page.evaluate(
+        """() => {
+            window.seenPeerStatuses = [];
+            const chips = document.getElementById("call-peers");
+            const note = () => chips.querySelectorAll("li").forEach(
+                (li) => window.seenPeerStatuses.push(li.dataset.status));
+            const what = {childList: true, subtree: true, attributes: true};
+            new MutationObserver(note).observe(chips, what);
+        }"""
+    )
