@@ -27,6 +27,7 @@ from tests.support.call_pages import (
     record_peer_statuses,
     wait_for_phase,
 )
+from tests.support.turn import turn_server  # noqa: F401
 from tests.support.users import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,4 +154,108 @@ def test_a_socket_cut_from_the_server_side_leaves_the_call_and_its_audio_untouch
     assert (now["createdAt"], now["restarts"]) == (alice_hears["createdAt"], 0)
     assert now["bytesReceived"] > alice_hears["bytesReceived"]
     assert in_plain_thread(live_call, slug)[1:] == ("active", ["blip-alice", "blip-bob"])
+    assert alice_errors == bob_errors == []
+
+
+# --- the network itself: UDP lost for seconds, TURN -------------------------------------
+
+# While the fault holds: some connection of the page is down and has tried an ICE restart.
+RESTARTED_WHILE_DOWN = """async () => Object.values(await chatCalls.stats()).some(
+    (peer) => ["disconnected", "failed", "checking"].includes(peer.ice) && peer.restarts > 0)"""
+
+
+def hold_fault_until_restarted(*pages: Any) -> None:
+    """Keep the fault on until one of ``pages`` saw its ICE go down and restarted it."""
+    deadline = time.monotonic() + 30
+    while not any(page.evaluate(RESTARTED_WHILE_DOWN) for page in pages):
+        assert time.monotonic() < deadline, "no ICE restart while the network was down"
+        pages[0].wait_for_timeout(200)  # the pages' own timers run meanwhile
+
+
+def test_audio_comes_back_by_itself_after_the_calls_udp_was_dropped(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    from tests.support.netfault import udp_blocked
+
+    alice, bob = users("fault-alice", "fault-bob")
+    slug = in_plain_thread(direct_room_of, alice, bob)
+    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
+    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
+    connect_one_to_one(alice_page, bob_page)
+
+    with udp_blocked():  # every UDP packet on this machine: no path works at all
+        hold_fault_until_restarted(alice_page, bob_page)
+    healed_by = time.monotonic() + 15
+    for page in (alice_page, bob_page):
+        assert_audio_rising(page, peers=1)
+    assert time.monotonic() < healed_by
+    assert in_plain_thread(live_call, slug)[1:] == ("active", ["fault-alice", "fault-bob"])
+    assert alice_errors == bob_errors == []
+
+
+TURN_TTL_S = 5
+
+
+@pytest.fixture(scope="module")
+def relay_server(child_env, log_dir, turn_server):  # noqa: F811
+    """uvicorn whose pages may only use TURN (coturn), with credentials for TURN_TTL_S."""
+    from project.redis_server import free_port
+    from tests.support.processes import WebServer
+
+    env = dict(
+        child_env,
+        CALL_TURN_URLS=turn_server.url,
+        CALL_TURN_SECRET=turn_server.secret,
+        CALL_TURN_TTL_S=str(TURN_TTL_S),
+        CALL_ICE_TRANSPORT_POLICY="relay",
+    )
+    server = WebServer(env, log_dir, free_port(), name="uvicorn-relay")
+    yield server
+    server.stop()
+
+
+def turn_expiry(page: Any) -> int:
+    """When the TURN credential the page fetched last expires (Unix seconds)."""
+    ice = page.evaluate("() => chatCalls.ice()")
+    (turn,) = [server for server in ice["config"]["iceServers"] if "username" in server]
+    assert ice["config"]["iceTransportPolicy"] == "relay"
+    return int(turn["username"].split(":")[0])
+
+
+def assert_relayed(page: Any) -> None:
+    for peer in peer_stats(page).values():
+        assert (peer["pair"]["local"]["type"], peer["pair"]["remote"]["type"]) == ("relay", "relay")
+
+
+def test_a_relay_only_call_goes_through_turn_and_an_ice_restart_gets_a_fresh_credential(
+    relay_server,
+    turn_server,  # noqa: F811
+    media_browser,  # noqa: F811
+):
+    from tests.support.netfault import udp_blocked
+
+    alice, bob = users("relay-alice", "relay-bob")
+    slug = in_plain_thread(direct_room_of, alice, bob)
+    alice_page, alice_errors = call_page(media_browser, relay_server, alice, slug)
+    bob_page, bob_errors = call_page(media_browser, relay_server, bob, slug)
+    connect_one_to_one(alice_page, bob_page)
+    for page in (alice_page, bob_page):
+        assert_relayed(page)
+    assert {name.split(":")[1] for name in turn_server.allocations()} >= {
+        str(alice.pk),
+        str(bob.pk),
+    }
+
+    # Both credentials run out; coturn would refuse them for a new allocation now.
+    first = max(turn_expiry(alice_page), turn_expiry(bob_page))
+    while time.time() <= first:
+        alice_page.wait_for_timeout(250)
+    with udp_blocked():
+        hold_fault_until_restarted(alice_page, bob_page)
+    for page in (alice_page, bob_page):
+        assert_audio_rising(page, peers=1)
+        assert_relayed(page)
+    # The restart allocated with a credential made after the first ones expired.
+    assert max(int(name.split(":")[0]) for name in turn_server.allocations()) > first + 1
     assert alice_errors == bob_errors == []
