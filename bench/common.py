@@ -365,6 +365,20 @@ class Stack:
         server.wait_until(lambda: _port_open(self.port), SERVER_START_TIMEOUT_S, "open port")
         return server
 
+    def add_server(self, name: str, extra_env: Mapping[str, str] | None = None) -> WebServer:
+        """Another uvicorn of ours on this stack's Redis and database, on a port of its own,
+        with ``extra_env`` added to its environment; stopped with the stack.
+
+        So one benchmark can compare server settings (call_setup: TURN only) with
+        one Redis, one database and this process's Django pointed at both.
+        """
+        if not self.project:
+            raise ValueError("only ours runs extra servers")
+        env = {**self.env, **(extra_env or {})}
+        server = WebServer(env, self.directory, free_port(), "uvicorn", name=name)
+        self.processes.append(server)
+        return server
+
     def use_in_this_process(self) -> None:
         """Point this process's Django (ORM, push API) at the stack's database and Redis."""
         os.environ.update(self.env)

@@ -66,7 +66,7 @@ PLAN: list[tuple[str, list[str]]] = [
     ("save_to_screen", ["--saves", "500", "--rate", "50", "--coalesce-ms", "50"]),
     ("save_to_dom", ["--saves", "200"]),
     ("chat_to_screen", ["--messages", "200"]),
-    ("call_setup", ["--calls", "50"]),
+    ("call_setup", ["--calls", "50", "--ice", "both"]),
 ]
 SCRIPTS = list(dict.fromkeys(name for name, _ in PLAN))
 
@@ -75,6 +75,13 @@ LATENCY_KEYS = ("p50_ms", "p99_ms", "max_ms")
 # Shown for a run of ours alone, which has no ratios to pick figures by.
 HEADLINE_KEYS = ("connected", "delivered_ratio", "delivered_per_s", "server_rss_kib_per_conn",
                  "server_cpu_us_per_frame", "web_processes")  # fmt: skip
+
+
+# Figures a benchmark nests in a dict of their own, shown as rows "<dict> <figure>":
+# {bench: {dict: figures}}.
+NESTED_FIGURES: dict[str, dict[str, tuple[str, ...]]] = {
+    "call_setup": {"relay": (*LATENCY_KEYS, "not_relayed")},
+}
 
 
 def lower_is_better(key: str) -> bool:
@@ -203,6 +210,12 @@ def rows_of(label: str, record: Mapping[str, Any]) -> list[list[str]]:
             [f"{label}: {key}", _show(ours_value), _show(on_daphne.get(key)), seed_cell,
              _show(ratio_of.get(key)), _show(target), _show(met)]
         )  # fmt: skip
+    for name, figures in NESTED_FIGURES.get(record.get("bench", ""), {}).items():
+        nested = record.get(name)
+        if isinstance(nested, Mapping):
+            for key in figures:
+                if _number(nested.get(key)):
+                    rows.append([f"{label}: {name} {key}", _show(nested[key]), "", "", "", "", ""])
     # Extra variants of ours (worker_rate's publish tasks): their rates.
     for name, extra in record.items():
         if name.startswith("ours_") and isinstance(extra, Mapping):

@@ -47,6 +47,8 @@ def run_smoke(name: str) -> dict[str, Any]:
     assert len(lines) == 1, f"not one JSON line:\n{done.stdout[-2000:]}"
     record = json.loads(lines[0])
     assert record["bench"] == name
+    if "skipped" in record:  # what it needs is missing here (chromium, coturn, root)
+        pytest.skip(f"bench/{name}.py: {record['skipped']}")
     return record
 
 
@@ -120,7 +122,10 @@ def test_chat_to_screen() -> None:
 
 def test_call_setup() -> None:
     record = run_smoke("call_setup")
-    assert record["calls"] == 2
-    assert 0 < record["p50_ms"] <= record["p99_ms"] <= record["max_ms"]
-    for side in ("callee_hears", "caller_hears"):
-        assert 0 < record[side]["p50_ms"] <= record[side]["max_ms"] <= record["max_ms"]
+    assert record["ice"] == "both"
+    for mode in (record, record["relay"]):  # host figures at the top level, relay's nested
+        assert mode["calls"] == 2
+        assert 0 < mode["p50_ms"] <= mode["p99_ms"] <= mode["max_ms"]
+        for side in ("callee_hears", "caller_hears"):
+            assert 0 < mode[side]["p50_ms"] <= mode[side]["max_ms"] <= mode["max_ms"]
+    assert record["relay"]["not_relayed"] == 0
