@@ -1,6 +1,6 @@
 """Chat pages in headless Chromium for the benchmarks: users in a room, a page per user,
-and what the voice-call benchmarks share (a browser with a fake microphone, the
-check for what they need)."""
+and what the voice-call benchmarks share (a browser with a fake microphone, a call
+between two pages, an in-page audio sampler, the check for what they need)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,36 @@ from tests.support.browser import CHROMIUM_ARGS, FAKE_MEDIA_ARGS, chromium_path
 from tests.support.processes import WebServer
 
 WAIT_MS = 30_000
+
+# On a page in a call: every ~20 ms, read chatCalls.stats(); note Date.now() in
+# window.audioRises whenever the inbound audio bytes (all peers) rose since the last
+# sample, and keep the last sample's per-peer figures in window.peerStats. Reset the
+# list with ``window.audioRises = []``. (Chromium caches a getStats() report for
+# about 50 ms, so rises show in steps of that even while packets come every 20 ms.)
+AUDIO_RISES = """() => {
+  window.audioRises = [];
+  window.peerStats = {};
+  let last = 0;
+  const tick = async () => {
+    try {
+      const stats = await chatCalls.stats();
+      const total = Object.values(stats).reduce((sum, peer) => sum + peer.bytesReceived, 0);
+      if (total > last) window.audioRises.push(Date.now());
+      last = total;
+      window.peerStats = stats;
+    } finally {
+      setTimeout(tick, 20);
+    }
+  };
+  tick();
+}"""
+
+# True once every peer connection of the page is up and its audio rose after ``since``.
+FLOWING_SINCE = """(since) => {
+  const peers = Object.values(window.peerStats);
+  const up = (peer) => peer.state === "connected" && ["connected", "completed"].includes(peer.ice);
+  return peers.length > 0 && peers.every(up) && window.audioRises.some((t) => t > since);
+}"""
 
 
 def missing_for_calls(*, turn: bool = False, faults: bool = False) -> str | None:
@@ -79,3 +109,27 @@ def open_chat(browser: Any, server: WebServer, cookie: str, slug: str, ready: st
 def call_ready(slug: str) -> str:
     """The selector of a page ready for a call: its panel shows ``slug`` with no call."""
     return f"#call[data-room='{slug}'][data-phase='idle']"
+
+
+def page_now(page: Any) -> int:
+    """``Date.now()`` on the page: the clock every page of the machine shares."""
+    return int(page.evaluate("() => Date.now()"))
+
+
+def wait_flowing(*pages: Any, timeout_ms: int = WAIT_MS) -> None:
+    """Wait until on each page (``AUDIO_RISES`` installed) every connection is up and its
+    inbound audio rose after now."""
+    for page in pages:
+        page.wait_for_function(FLOWING_SINCE, arg=page_now(page), timeout=timeout_ms, polling=20)
+
+
+def connect_call(caller: Any, callee: Any) -> None:
+    """``caller`` presses Call, ``callee`` Accept; both pages then sample their audio
+    (``AUDIO_RISES``) and it flows both ways."""
+    caller.click("#call-start")
+    callee.wait_for_selector("#call[data-phase='incoming']", timeout=WAIT_MS)
+    callee.click("#call-accept")
+    for page in (caller, callee):
+        page.wait_for_selector("#call[data-phase='in-call']", timeout=WAIT_MS)
+        page.evaluate(AUDIO_RISES)
+    wait_flowing(caller, callee)

@@ -67,6 +67,7 @@ PLAN: list[tuple[str, list[str]]] = [
     ("save_to_dom", ["--saves", "200"]),
     ("chat_to_screen", ["--messages", "200"]),
     ("call_setup", ["--calls", "50", "--ice", "both"]),
+    ("call_recovery", shlex.split("--faults 20 --fault-s 8 --blips 20")),
 ]
 SCRIPTS = list(dict.fromkeys(name for name, _ in PLAN))
 
@@ -74,13 +75,18 @@ SCRIPTS = list(dict.fromkeys(name for name, _ in PLAN))
 LATENCY_KEYS = ("p50_ms", "p99_ms", "max_ms")
 # Shown for a run of ours alone, which has no ratios to pick figures by.
 HEADLINE_KEYS = ("connected", "delivered_ratio", "delivered_per_s", "server_rss_kib_per_conn",
-                 "server_cpu_us_per_frame", "web_processes")  # fmt: skip
+                 "server_cpu_us_per_frame", "web_processes", "recovered_rounds",
+                 "restarted_rounds", "recovered_without_restart", "disturbed_rounds")  # fmt: skip
 
 
 # Figures a benchmark nests in a dict of their own, shown as rows "<dict> <figure>":
 # {bench: {dict: figures}}.
 NESTED_FIGURES: dict[str, dict[str, tuple[str, ...]]] = {
     "call_setup": {"relay": (*LATENCY_KEYS, "not_relayed")},
+    "call_recovery": {
+        name: LATENCY_KEYS
+        for name in ("fault_to_audio", "blip_to_in_call", "audio_gap_ms", "audio_gap_calm_ms")
+    },
 }
 
 
