@@ -14,6 +14,7 @@ from tests.support.call_pages import (
     WAIT_MS,
     assert_audio_rising,
     call_page,
+    connect_three,
     direct_room_of,
     members_room,
     wait_for_phase,
@@ -68,17 +69,8 @@ def test_a_three_person_call_connects_every_pair_and_ends_when_all_but_one_hang_
         call_page(media_browser, daphne_server, user, slug) for user in users
     )
 
-    ann.click("#call-start")
-    for page in (ben, cat):
-        wait_for_phase(page, "incoming")
-    ben.click("#call-accept")
-    wait_for_phase(cat, "incoming")
-    cat.wait_for_selector("#call-accept >> text=Join", timeout=WAIT_MS)
-    cat.click("#call-accept")
-
     # Three pairs: each page has two peer connections, both carrying audio.
-    for page in (ann, ben, cat):
-        assert_audio_rising(page, peers=2)
+    connect_three(ann, ben, cat)
     peer_names = {
         name: sorted(page.locator("#call-peers li").all_inner_texts())
         for name, page in (("ann", ann), ("ben", ben), ("cat", cat))

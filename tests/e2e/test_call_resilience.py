@@ -21,8 +21,10 @@ from tests.support.call_pages import (
     assert_audio_rising,
     call_page,
     connect_one_to_one,
+    connect_three,
     direct_room_of,
     members_room,
+    one_to_one_call,
     peer_stats,
     record_peer_statuses,
     wait_for_phase,
@@ -50,12 +52,9 @@ def test_a_reloaded_page_is_back_in_its_one_to_one_call_with_audio_both_ways(
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = users("reload-alice", "reload-bob")
-    slug = in_plain_thread(direct_room_of, alice, bob)
-    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
-    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
-    connect_one_to_one(alice_page, bob_page)
-    before = in_plain_thread(live_call, slug)
+    call = one_to_one_call(media_browser, daphne_server, "reload")
+    alice_page, bob_page = call.alice, call.bob
+    before = in_plain_thread(live_call, call.slug)
 
     reloaded_at = time.monotonic()
     bob_page.reload()
@@ -63,12 +62,12 @@ def test_a_reloaded_page_is_back_in_its_one_to_one_call_with_audio_both_ways(
         wait_for_phase(page, "in-call")
         assert_audio_rising(page, peers=1)
     assert time.monotonic() - reloaded_at < 10
-    assert in_plain_thread(live_call, slug) == before  # the same call, never ended
+    assert in_plain_thread(live_call, call.slug) == before  # the same call, never ended
     # The reloaded page offered and Alice answered: one new connection each, no glare.
     (alice_side,) = peer_stats(alice_page).values()
     assert (alice_side["state"], alice_side["restarts"]) == ("connected", 0)
     assert alice_page.inner_text("#call-status") == "In a call with reload-bob"
-    assert alice_errors == bob_errors == []
+    assert call.errors == [[], []]
 
 
 def test_in_a_three_person_call_a_reload_leaves_the_other_two_connected_throughout(
@@ -80,14 +79,7 @@ def test_in_a_three_person_call_a_reload_leaves_the_other_two_connected_througho
     (ann, ann_errors), (ben, ben_errors), (cat, cat_errors) = (
         call_page(media_browser, daphne_server, user, slug) for user in trio
     )
-    ann.click("#call-start")
-    wait_for_phase(ben, "incoming")
-    ben.click("#call-accept")
-    wait_for_phase(cat, "incoming")
-    cat.wait_for_selector("#call-accept >> text=Join", timeout=WAIT_MS)
-    cat.click("#call-accept")
-    for page in (ann, ben, cat):
-        assert_audio_rising(page, peers=2)
+    connect_three(ann, ben, cat)
     ann_id, cat_id = str(trio[0].pk), str(trio[2].pk)
     ann_to_cat, cat_to_ann = peer_stats(ann)[cat_id], peer_stats(cat)[ann_id]
 
@@ -178,11 +170,8 @@ def test_audio_comes_back_by_itself_after_the_calls_udp_was_dropped(
 ):
     from tests.support.netfault import udp_blocked
 
-    alice, bob = users("fault-alice", "fault-bob")
-    slug = in_plain_thread(direct_room_of, alice, bob)
-    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
-    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
-    connect_one_to_one(alice_page, bob_page)
+    call = one_to_one_call(media_browser, daphne_server, "fault")
+    alice_page, bob_page = call.alice, call.bob
 
     with udp_blocked():  # every UDP packet on this machine: no path works at all
         hold_fault_until_restarted(alice_page, bob_page)
@@ -190,8 +179,8 @@ def test_audio_comes_back_by_itself_after_the_calls_udp_was_dropped(
     for page in (alice_page, bob_page):
         assert_audio_rising(page, peers=1)
     assert time.monotonic() < healed_by
-    assert in_plain_thread(live_call, slug)[1:] == ("active", ["fault-alice", "fault-bob"])
-    assert alice_errors == bob_errors == []
+    assert in_plain_thread(live_call, call.slug)[1:] == ("active", ["fault-alice", "fault-bob"])
+    assert call.errors == [[], []]
 
 
 TURN_TTL_S = 5
@@ -235,16 +224,12 @@ def test_a_relay_only_call_goes_through_turn_and_an_ice_restart_gets_a_fresh_cre
 ):
     from tests.support.netfault import udp_blocked
 
-    alice, bob = users("relay-alice", "relay-bob")
-    slug = in_plain_thread(direct_room_of, alice, bob)
-    alice_page, alice_errors = call_page(media_browser, relay_server, alice, slug)
-    bob_page, bob_errors = call_page(media_browser, relay_server, bob, slug)
-    connect_one_to_one(alice_page, bob_page)
+    call = one_to_one_call(media_browser, relay_server, "relay")
+    alice_page, bob_page = call.alice, call.bob
     for page in (alice_page, bob_page):
         assert_relayed(page)
     assert {name.split(":")[1] for name in turn_server.allocations()} >= {
-        str(alice.pk),
-        str(bob.pk),
+        str(user.pk) for user in call.users
     }
 
     # Both credentials run out; coturn would refuse them for a new allocation now.
@@ -258,4 +243,4 @@ def test_a_relay_only_call_goes_through_turn_and_an_ice_restart_gets_a_fresh_cre
         assert_relayed(page)
     # The restart allocated with a credential made after the first ones expired.
     assert max(int(name.split(":")[0]) for name in turn_server.allocations()) > first + 1
-    assert alice_errors == bob_errors == []
+    assert call.errors == [[], []]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tests.support.browser import signed_in_page
@@ -92,3 +93,40 @@ def record_peer_statuses(page: Any) -> None:
             new MutationObserver(note).observe(chips, what);
         }"""
     )
+
+
+def connect_three(first: Any, second: Any, third: Any) -> None:
+    """``first`` calls, ``second`` accepts, ``third`` joins the active call: every pair talks."""
+    first.click("#call-start")
+    for page in (second, third):
+        wait_for_phase(page, "incoming")
+    second.click("#call-accept")
+    wait_for_phase(third, "incoming")
+    third.wait_for_selector("#call-accept >> text=Join", timeout=WAIT_MS)
+    third.click("#call-accept")
+    for page in (first, second, third):
+        assert_audio_rising(page, peers=2)
+
+
+@dataclass
+class OneToOne:
+    """Two signed-in pages of a direct room, in a call with audio both ways."""
+
+    alice: Any
+    bob: Any
+    slug: str
+    users: list[Any]
+    errors: list[list[str]]  # each page's uncaught errors: a test ends with [[], []]
+
+
+def one_to_one_call(browser: Any, server: Any, prefix: str) -> OneToOne:
+    """``<prefix>-alice`` calls ``<prefix>-bob`` in their direct room, and he accepts."""
+    from tests.support.browser import in_plain_thread
+    from tests.support.users import make_user
+
+    users = [in_plain_thread(make_user, f"{prefix}-{name}") for name in ("alice", "bob")]
+    slug = in_plain_thread(direct_room_of, *users)
+    alice, alice_errors = call_page(browser, server, users[0], slug)
+    bob, bob_errors = call_page(browser, server, users[1], slug)
+    connect_one_to_one(alice, bob)
+    return OneToOne(alice, bob, slug, users, [alice_errors, bob_errors])
