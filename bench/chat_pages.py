@@ -15,20 +15,27 @@ from tests.support.processes import WebServer
 WAIT_MS = 30_000
 
 # On a page in a call: every ~20 ms, read chatCalls.stats(); note Date.now() in
-# window.audioRises whenever the inbound audio bytes (all peers) rose since the last
-# sample, and keep the last sample's per-peer figures in window.peerStats. Reset the
-# list with ``window.audioRises = []``. (Chromium caches a getStats() report for
-# about 50 ms, so rises show in steps of that even while packets come every 20 ms.)
+# window.audioRises whenever a connection's inbound audio bytes passed the most it had
+# shown (a report missing for a sample, then back, is no rise; a new connection starts
+# from 0), and keep the last sample's figures in window.peerStats. Reset the list with
+# ``window.audioRises = []``. (Chromium caches a getStats() report for about 50 ms, so
+# rises show in steps of that even while packets come every 20 ms.)
 AUDIO_RISES = """() => {
   window.audioRises = [];
   window.peerStats = {};
-  let last = 0;
+  const most = new Map(); // "<peer id> <createdAt>": the most inbound bytes it has shown
   const tick = async () => {
     try {
       const stats = await chatCalls.stats();
-      const total = Object.values(stats).reduce((sum, peer) => sum + peer.bytesReceived, 0);
-      if (total > last) window.audioRises.push(Date.now());
-      last = total;
+      let rose = false;
+      for (const [id, peer] of Object.entries(stats)) {
+        const connection = `${id} ${peer.createdAt}`;
+        if (peer.bytesReceived > (most.get(connection) || 0)) {
+          most.set(connection, peer.bytesReceived);
+          rose = true;
+        }
+      }
+      if (rose) window.audioRises.push(Date.now());
       window.peerStats = stats;
     } finally {
       setTimeout(tick, 20);

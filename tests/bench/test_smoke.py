@@ -139,6 +139,6 @@ def test_call_recovery() -> None:
     ways = ("restarted_rounds", "recovered_without_restart", "new_connection_rounds")
     assert sum(record[way] for way in ways) == 2
     for figure in ("fault_to_audio", "blip_to_in_call", "audio_gap_ms", "audio_gap_calm_ms"):
-        values = record[figure]
-        assert 0 < values["p50_ms"] <= values["p99_ms"] <= values["max_ms"] < 60_000, figure
+        values = record[figure]  # 0 for audio back before the fault's end was read
+        assert 0 <= values["p50_ms"] <= values["p99_ms"] <= values["max_ms"] < 60_000, figure
     assert record["alice_socket_drops"] == 0  # only Bob's socket was cut
