@@ -42,7 +42,7 @@ exits 0. A fault drops UDP machine-wide, so other call tests running meanwhile
 are disturbed, and disturb this: ``disturbed_rounds`` counts rounds that began
 or ended with another run's fault table present. Prints one JSON line.
 
-    .venv/bin/python bench/call_recovery.py --faults 20 --fault-s 8 --blips 20
+    .venv/bin/python bench/call_recovery.py --faults 20 --fault-s 12 --blips 20
 """
 
 from __future__ import annotations

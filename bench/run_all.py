@@ -67,7 +67,8 @@ PLAN: list[tuple[str, list[str]]] = [
     ("save_to_dom", ["--saves", "200"]),
     ("chat_to_screen", ["--messages", "200"]),
     ("call_setup", ["--calls", "50", "--ice", "both"]),
-    ("call_recovery", shlex.split("--faults 20 --fault-s 8 --blips 20")),
+    # 12 s faults: long enough for Chromium to call ICE disconnected and the page to restart it.
+    ("call_recovery", shlex.split("--faults 20 --fault-s 12 --blips 20")),
 ]
 SCRIPTS = list(dict.fromkeys(name for name, _ in PLAN))
 
