@@ -24,6 +24,7 @@ class MessageAdmin(admin.ModelAdmin):
 class CallParticipantInline(admin.TabularInline):
     model = CallParticipant
     raw_id_fields = ("user",)
+    readonly_fields = ("reconnecting_since",)
     extra = 0
 
 
@@ -34,5 +35,5 @@ class CallAdmin(admin.ModelAdmin):
     list_display = ("id", "room", "state", "started_by", "created_at", "ended_at", "end_reason")
     list_filter = ("state", "end_reason")
     raw_id_fields = ("room", "started_by")
-    readonly_fields = ("created_at",)
+    readonly_fields = ("created_at", "lost_links")
     inlines = (CallParticipantInline,)
