@@ -137,3 +137,23 @@ def test_a_direct_conversation_is_found_or_made_and_hidden_from_others(alice, bo
     assert post_json(signed_in(carol), url, {"text": "me too"}).status_code == 403
     assert signed_in(alice).post(f"/chat/api/direct/{alice.pk}").status_code == 400
     assert signed_in(alice).post("/chat/api/direct/999999").status_code == 403
+
+
+def test_the_admin_shows_a_calls_participants_reconnecting_and_its_lost_links(
+    admin_client, alice, bob
+):
+    from chat import calls
+
+    room = services.direct_room(alice, bob)
+    calls.invite(alice, room)
+    calls.accept(bob, room)
+    calls.participant_gone(room.slug, bob.pk)
+    calls.report_lost(alice, room, bob.pk)
+    call_id = calls.current_state(alice, room)["call"]
+
+    page = admin_client.get(f"/admin/chat/call/{call_id}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Reconnecting since" in html
+    assert f"[[{min(alice.pk, bob.pk)}, {max(alice.pk, bob.pk)}]]" in html  # read-only
+    assert 'name="lost_links"' not in html
