@@ -183,7 +183,45 @@ def test_audio_comes_back_by_itself_after_the_calls_udp_was_dropped(
     assert call.errors == [[], []]
 
 
-TURN_TTL_S = 5
+@pytest.fixture(scope="module")
+def impatient_server(child_env, log_dir):
+    """daphne whose pages give up on a connection 2 s after it went down."""
+    from project.redis_server import free_port
+    from tests.support.processes import DaphneServer
+
+    env = dict(child_env, CALL_PEER_GIVE_UP_S="2")
+    server = DaphneServer(env, log_dir, free_port(), name="daphne-impatient")
+    yield server
+    server.stop()
+
+
+def test_a_connection_that_cannot_come_back_is_shown_lost_on_both_pages(
+    impatient_server,
+    media_browser,  # noqa: F811
+):
+    from tests.support.netfault import udp_blocked
+
+    call = one_to_one_call(media_browser, impatient_server, "lost")
+    with udp_blocked():
+        for page in (call.alice, call.bob):
+            page.wait_for_selector("#call-peers li[data-state='lost']", timeout=30_000)
+    # Given up for good: both still in the call, the link shown lost, no connection left.
+    for page, other in ((call.alice, "lost-bob"), (call.bob, "lost-alice")):
+        assert page.inner_text("#call-peers li") == f"{other} · lost"
+        assert peer_stats(page) == {}
+        wait_for_phase(page, "in-call")
+    assert in_plain_thread(live_call, call.slug)[1:] == ("active", ["lost-alice", "lost-bob"])
+    assert in_plain_thread(lost_links, call.slug) == [sorted(user.pk for user in call.users)]
+    assert call.errors == [[], []]
+
+
+def lost_links(slug: str) -> list[list[int]]:
+    from chat.models import Call
+
+    return Call.objects.get(room__slug=slug, state="active").lost_links
+
+
+TURN_TTL_S = 3
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +282,33 @@ def test_a_relay_only_call_goes_through_turn_and_an_ice_restart_gets_a_fresh_cre
     # The restart allocated with a credential made after the first ones expired.
     assert max(int(name.split(":")[0]) for name in turn_server.allocations()) > first + 1
     assert call.errors == [[], []]
+
+
+def test_both_sides_restarting_ice_at_once_settle_without_a_deadlock(
+    daphne_server,
+    media_browser,  # noqa: F811
+):
+    """Perfect negotiation: Alice joined first (impolite), Bob is polite and rolls back."""
+    call = one_to_one_call(media_browser, daphne_server, "glare")
+    pages = (call.alice, call.bob)
+    for round_ in range(1, 4):
+        # Both pages restart at the same instant of the clock they share: two offers cross.
+        at = call.alice.evaluate("() => Date.now() + 300")
+        for page in pages:
+            page.evaluate(RESTART_AT, at)
+        for page in pages:
+            page.wait_for_function("(n) => window.restartsDone === n", arg=round_, timeout=WAIT_MS)
+        for page in pages:
+            assert_audio_rising(page, peers=1)
+        (alice_side,), (bob_side,) = (peer_stats(page).values() for page in pages)
+        assert (alice_side["restarts"], bob_side["restarts"]) == (round_, round_)
+        assert alice_side["rollbacks"] == 0  # the impolite side never gives way
+    assert bob_side["rollbacks"] >= 1, "the two offers never crossed"
+    assert call.errors == [[], []]
+
+
+# At ``at`` (ms, the page's clock): restart every connection's ICE; count it when done.
+RESTART_AT = """(at) => setTimeout(async () => {
+    await chatCalls.restartIce();
+    window.restartsDone = (window.restartsDone || 0) + 1;
+}, at - Date.now())"""

@@ -5,6 +5,7 @@
  *   calls.watch(room);        // the room shown: its call.<room> line
  *   await calls.stats();      // {peerId: {state, bytesReceived, restarts, pair, createdAt, ...}}
  *   calls.ice();              // the RTCConfiguration last fetched, and how many fetches
+ *   calls.restartIce();       // restart every connection's ICE now (fresh ICE servers)
  *
  * The server runs the call (chat/calls.py): a ``call.state`` push on
  * ``call.<room>`` says who is in it (each ``in_call`` or ``reconnecting``) and,
@@ -391,6 +392,7 @@
         makingOffer: false,
         ignoreOffer: false,
         restarts: 0,
+        rollbacks: 0, // offers of ours rolled back for theirs (we were the polite side)
         lastRestartAt: 0,
         restartTimer: null,
         giveUpTimer: null,
@@ -452,6 +454,7 @@
       const collision = type === "offer" && (peer.makingOffer || pc.signalingState !== "stable");
       peer.ignoreOffer = collision && !isPolite(peerId);
       if (peer.ignoreOffer) return; // the polite side rolls back and answers ours
+      if (collision) peer.rollbacks += 1;
       if (type === "answer" && pc.signalingState !== "have-local-offer") return; // stale
       await pc.setRemoteDescription({ type, sdp }); // a polite offer collision rolls back here
       await addPendingIce(peer);
@@ -534,8 +537,8 @@
       }, wait);
     }
 
-    async function restartIce(peerId, peer) {
-      if (!isCurrent(peerId, peer) || isUp(peer.pc)) return;
+    async function restartIce(peerId, peer, { evenIfUp = false } = {}) {
+      if (!isCurrent(peerId, peer) || (isUp(peer.pc) && !evenIfUp)) return;
       if (statusOf(peerId) === "reconnecting") {
         // Their page is away: when it is back it rejoins, and offers if it must.
         scheduleRestart(peerId, peer, RESTART_GAP_MS);
@@ -549,9 +552,10 @@
         scheduleRestart(peerId, peer, RESTART_GAP_MS);
         return;
       }
-      if (!isCurrent(peerId, peer) || isUp(peer.pc)) return;
+      if (!isCurrent(peerId, peer) || (isUp(peer.pc) && !evenIfUp)) return;
       peer.pc.setConfiguration(rtcConfig());
       peer.pc.restartIce(); // negotiationneeded: a new offer with new ICE credentials
+      clearTimeout(peer.restartTimer);
       peer.restartTimer = setTimeout(() => {
         peer.restartTimer = null;
         if (isCurrent(peerId, peer) && !isUp(peer.pc)) scheduleRestart(peerId, peer, 0);
@@ -632,6 +636,7 @@
           bytesReceived,
           bytesSent,
           restarts: peer.restarts,
+          rollbacks: peer.rollbacks,
           createdAt: peer.createdAt,
           pair: pair
             ? {
@@ -646,6 +651,12 @@
 
     function ice() {
       return { config: iceConfig, fetches: iceFetches, tab };
+    }
+
+    /** Restart every connection's ICE now, with fresh ICE servers (a call that sounds broken). */
+    async function restartAll() {
+      if (!mine) return;
+      await Promise.all(Array.from(mine.peers, ([peerId, peer]) => restartIce(peerId, peer, { evenIfUp: true })));
     }
 
     setInterval(async () => {
@@ -775,7 +786,7 @@
 
     if (resume) follow({ slug: resume.slug }); // the call this tab was in: rejoin it
     render();
-    return { watch, stats, ice, leave };
+    return { watch, stats, ice, restartIce: restartAll, leave };
   }
 
   global.ChatCalls = { create };
