@@ -31,10 +31,9 @@ from websockets.asyncio.client import ClientConnection
 from chat import calls, services, transport
 from chat.models import Call, CallParticipant
 from chat.tasks import sweep_calls
-from project.redis_server import free_port
 from tests.chat.rooms import make_room, pushed
 from tests.support.clients import FRAME_TIMEOUT_S, open_socket, subscribe
-from tests.support.processes import DaphneServer
+from tests.support.processes import DaphneServer, server_with_settings
 from tests.support.users import in_thread, session_cookie
 from tests.support.waiting import poll_until
 from ws import presence, topics
@@ -559,10 +558,10 @@ def test_a_turn_credential_is_fixed_by_its_time_and_user(settings):
 @pytest.fixture(scope="module")
 def ring_server(child_env, log_dir):
     """A second daphne process, whose calls ring for 3 s only."""
-    env = dict(child_env, CALL_RING_TIMEOUT_S="3")
-    server = DaphneServer(env, log_dir, free_port(), name="daphne-calls")
-    yield server
-    server.stop()
+    with server_with_settings(
+        child_env, log_dir, "daphne-calls", CALL_RING_TIMEOUT_S="3"
+    ) as server:
+        yield server
 
 
 class Peer:
@@ -971,10 +970,9 @@ async def test_a_batch_of_ice_candidates_reaches_the_addressed_peer_only_and_bad
 @pytest.fixture
 def doomed_server(child_env, log_dir):
     """A daphne for a test to kill, whose presence entries go stale 4 s after it dies."""
-    env = dict(child_env, PUSH_PRESENCE_TTL_S="4", PUSH_PRESENCE_REFRESH_S="1")
-    server = DaphneServer(env, log_dir, free_port(), name="daphne-calls-doomed")
-    yield server
-    server.stop()
+    stale_soon = {"PUSH_PRESENCE_TTL_S": "4", "PUSH_PRESENCE_REFRESH_S": "1"}
+    with server_with_settings(child_env, log_dir, "daphne-calls-doomed", **stale_soon) as server:
+        yield server
 
 
 async def test_the_sweep_ends_calls_whose_server_died_and_leaves_the_others_alone(

@@ -29,6 +29,7 @@ from tests.support.call_pages import (
     record_peer_statuses,
     wait_for_phase,
 )
+from tests.support.processes import server_with_settings
 from tests.support.turn import turn_server  # noqa: F401
 from tests.support.users import make_user
 
@@ -186,13 +187,10 @@ def test_audio_comes_back_by_itself_after_the_calls_udp_was_dropped(
 @pytest.fixture(scope="module")
 def impatient_server(child_env, log_dir):
     """daphne whose pages give up on a connection 2 s after it went down."""
-    from project.redis_server import free_port
-    from tests.support.processes import DaphneServer
-
-    env = dict(child_env, CALL_PEER_GIVE_UP_S="2")
-    server = DaphneServer(env, log_dir, free_port(), name="daphne-impatient")
-    yield server
-    server.stop()
+    with server_with_settings(
+        child_env, log_dir, "daphne-impatient", CALL_PEER_GIVE_UP_S="2"
+    ) as server:
+        yield server
 
 
 def test_a_connection_that_cannot_come_back_is_shown_lost_on_both_pages(
@@ -227,19 +225,17 @@ TURN_TTL_S = 3
 @pytest.fixture(scope="module")
 def relay_server(child_env, log_dir, turn_server):  # noqa: F811
     """uvicorn whose pages may only use TURN (coturn), with credentials for TURN_TTL_S."""
-    from project.redis_server import free_port
-    from tests.support.processes import WebServer
-
-    env = dict(
+    with server_with_settings(
         child_env,
+        log_dir,
+        "uvicorn-relay",
+        "uvicorn",
         CALL_TURN_URLS=turn_server.url,
         CALL_TURN_SECRET=turn_server.secret,
         CALL_TURN_TTL_S=str(TURN_TTL_S),
         CALL_ICE_TRANSPORT_POLICY="relay",
-    )
-    server = WebServer(env, log_dir, free_port(), name="uvicorn-relay")
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def turn_expiry(page: Any) -> int:

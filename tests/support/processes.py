@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from project.redis_server import die_with_parent
+from project.redis_server import die_with_parent, free_port
 from project.servers import WebServer as WebServerName
 from project.servers import web_argv
 
@@ -169,6 +170,22 @@ class DaphneServer(WebServer):
         extra_args: Sequence[str] = (),
     ):
         super().__init__(env, log_dir, port, "daphne", name=name, extra_args=extra_args)
+
+
+@contextmanager
+def server_with_settings(
+    env: Mapping[str, str],
+    log_dir: Path,
+    name: str,
+    server: WebServerName = "daphne",
+    **settings: str,
+) -> Iterator[WebServer]:
+    """A web server of its own on a free port, ``settings`` added to its environment."""
+    started = WebServer(dict(env, **settings), log_dir, free_port(), server, name=name)
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def manage(
