@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,6 +69,7 @@ from bench.chat_pages import (  # noqa: E402
     wait_flowing,
 )
 from bench.common import Stack, emit, latency_figures, note  # noqa: E402
+from tests.support.netfault import cut_connections, established_client_ports  # noqa: E402
 from tests.support.processes import WebServer  # noqa: E402
 
 ROOM = "bench-recovery"
@@ -125,19 +125,11 @@ class ServerSockets:
         self.port = port
         self.alices: set[int] = set()
 
-    def now(self) -> set[int]:
-        """The client ports of the connections established to the server now."""
-        listing = subprocess.run(
-            ["ss", "-Htn", "state", "established", f"( sport = :{self.port} )"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        return {int(line.split()[-1].rsplit(":", 1)[1]) for line in listing.splitlines() if line}
-
     def note_alices(self) -> None:
-        self.alices = self.now()
+        self.alices = established_client_ports(self.port)
 
     def bobs(self) -> set[int]:
-        now = self.now()
+        now = established_client_ports(self.port)
         self.alices &= now
         if not self.alices:
             raise RuntimeError("Alice's socket to the server is gone")
@@ -148,11 +140,7 @@ class ServerSockets:
 
     def cut(self, client_ports: set[int]) -> None:
         """Destroy, on the server's side, the connections from ``client_ports`` (``ss -K``)."""
-        ports = " or ".join(f"dport = :{port}" for port in sorted(client_ports))
-        subprocess.run(
-            ["ss", "-K", "state", "established", f"( sport = :{self.port} and ( {ports} ) )"],
-            capture_output=True, check=True,
-        )  # fmt: skip
+        cut_connections(self.port, client_ports)
 
 
 def others_faulting() -> bool:

@@ -1,7 +1,8 @@
 """Per-user limits (chat messages, call renegotiations), counted in Redis across every process.
 
-A sliding window: at most ``CHAT_RATE_MESSAGES`` messages in any
-``CHAT_RATE_WINDOW_S`` seconds. One Lua script checks and records, so two
+A sliding window per key (``take``: at most ``CHAT_RATE_MESSAGES`` messages in
+any ``CHAT_RATE_WINDOW_S`` seconds; ``take_from``: any key, limit and window).
+One Lua script checks and records, so two
 processes racing for the last slot cannot both take it; Redis' own clock
 timestamps the entries, so the processes' clocks need not agree.
 """

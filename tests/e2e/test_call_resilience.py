@@ -9,7 +9,6 @@ on UDP), on this machine only.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.support.call_pages import (
     record_peer_statuses,
     wait_for_phase,
 )
+from tests.support.netfault import cut_connections, established_client_ports
 from tests.support.processes import server_with_settings
 from tests.support.turn import turn_server  # noqa: F401
 from tests.support.users import make_user
@@ -96,27 +96,6 @@ def test_in_a_three_person_call_a_reload_leaves_the_other_two_connected_througho
     assert ann_errors == ben_errors == cat_errors == []
 
 
-def server_side_ports(server_port: int) -> set[int]:
-    """The client ports of the TCP connections established to ``server_port`` now."""
-    listing = subprocess.run(
-        ["ss", "-Htn", "state", "established", f"( sport = :{server_port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {int(line.split()[-1].rsplit(":", 1)[1]) for line in listing.splitlines() if line}
-
-
-def cut_connections(server_port: int, client_ports: set[int]) -> None:
-    """Destroy, on the server's side, the connections from ``client_ports`` (``ss -K``)."""
-    for port in client_ports:
-        subprocess.run(
-            ["ss", "-K", "state", "established", f"( sport = :{server_port} and dport = :{port} )"],
-            capture_output=True,
-            check=True,
-        )
-
-
 def test_a_socket_cut_from_the_server_side_leaves_the_call_and_its_audio_untouched(
     daphne_server,
     media_browser,  # noqa: F811
@@ -124,9 +103,9 @@ def test_a_socket_cut_from_the_server_side_leaves_the_call_and_its_audio_untouch
     alice, bob = users("blip-alice", "blip-bob")
     slug = in_plain_thread(direct_room_of, alice, bob)
     alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
-    alices = server_side_ports(daphne_server.port)
+    alices = established_client_ports(daphne_server.port)
     bob_page, bob_errors = call_page(media_browser, daphne_server, bob, slug)
-    bobs = server_side_ports(daphne_server.port) - alices  # his page's socket among them
+    bobs = established_client_ports(daphne_server.port) - alices  # his page's socket among them
     connect_one_to_one(alice_page, bob_page)
     (alice_hears,) = peer_stats(alice_page).values()
     record_peer_statuses(alice_page)

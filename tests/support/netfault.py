@@ -1,4 +1,5 @@
-"""Real network faults on this machine: UDP dropped by nftables (needs root or CAP_NET_ADMIN).
+"""Real network faults on this machine: UDP dropped by nftables, TCP connections destroyed
+on the server's side with ``ss -K`` (both need root or CAP_NET_ADMIN).
 
 Each fault is an ``inet`` table of its own (IPv4 and IPv6), named
 ``push_test_fault_<pid>_<n>``, deleted when the fault ends. A run killed
@@ -113,3 +114,30 @@ def udp_blocked(*, ports: Iterable[int] | None = None) -> Iterator[str]:
         yield table
     finally:
         _nft("delete", "table", "inet", table)
+
+
+def established_client_ports(server_port: int) -> set[int]:
+    """The client ports of the TCP connections established to ``server_port`` now."""
+    listing = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( sport = :{server_port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {int(line.split()[-1].rsplit(":", 1)[1]) for line in listing.splitlines() if line}
+
+
+def cut_connections(server_port: int, client_ports: Iterable[int]) -> None:
+    """Destroy, on the server's side, the connections to ``server_port`` from ``client_ports``.
+
+    ``ss -K``: the server sees its socket reset, the client a connection abort,
+    as when a proxy or a NAT drops a connection.
+    """
+    ports = " or ".join(f"dport = :{port}" for port in sorted(set(client_ports)))
+    if not ports:
+        raise ValueError("no client ports to cut")
+    subprocess.run(
+        ["ss", "-K", "state", "established", f"( sport = :{server_port} and ( {ports} ) )"],
+        capture_output=True,
+        check=True,
+    )
