@@ -15,6 +15,7 @@ from typing import TypeVar
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from project.redis_options import async_client_options
 from project.redis_server import ensure_embedded_redis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -170,6 +171,12 @@ STORAGES = {
 
 # --- Redis: channel layer, Celery broker, sequence numbers and history ------------------
 REDIS_URL = os.environ.get("REDIS_URL") or ensure_embedded_redis()
+# A Redis request that meets a dropped connection (Redis restarted, failed over) is sent
+# again on a new one this many times, with exponential backoff and jitter up to
+# REDIS_RETRY_BACKOFF_S (project/redis_options.py says why). Past that, a socket's request
+# is answered with the retryable error 1013 and the client tries again.
+REDIS_RETRIES = env_int("REDIS_RETRIES", 3, minimum=0)
+REDIS_RETRY_BACKOFF_S = env_float("REDIS_RETRY_BACKOFF_S", 0.5, minimum=0.001)
 
 CHANNEL_LAYERS = {
     "default": {
@@ -177,14 +184,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "ws.layer.PushChannelLayer",
         "CONFIG": {
             "hosts": [
-                {
-                    "address": REDIS_URL,
-                    # redis-py 8 defaults to 5 s timeouts; name them so a slow link
-                    # shows up as an error rather than a hang, and check idle links.
-                    "socket_connect_timeout": 5,
-                    "socket_timeout": 10,
-                    "health_check_interval": 15,
-                }
+                {"address": REDIS_URL, **async_client_options(REDIS_RETRIES, REDIS_RETRY_BACKOFF_S)}
             ],
             "prefix": "asgi",
             # Messages queued for one consumer before it is told to resync.

@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import msgpack
+import redis.retry
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from channels_redis.utils import _consistent_hash, create_pool, decode_hosts
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.commands.core import AsyncScript
 
 from ws.topics import Retention
@@ -478,9 +480,19 @@ def blocking_pool(pool_class: Any, host: dict[str, Any]) -> Any:
     """A ``pool_class`` (redis-py's sync or asyncio ``BlockingConnectionPool``) for the
     layer's address ``host`` entry, waiting when all its connections are busy."""
     options = {key: value for key, value in host.items() if key != "address"}
+    if not issubclass(pool_class, ConnectionPool):  # redis-py's sync pool: its own Retry
+        options = sync_client_options(options)
     return pool_class.from_url(
         host["address"], max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **options
     )
+
+
+def sync_client_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A layer host's options (made for asyncio pools) for a sync pool: the same retries."""
+    retry = options.get("retry")
+    if not isinstance(retry, AsyncRetry):
+        return options
+    return {**options, "retry": redis.retry.Retry(retry._backoff, retry.get_retries())}
 
 
 def _pool(host: dict[str, Any]) -> ConnectionPool:

@@ -1,3 +1,5 @@
+import logging
+
 from django.apps import AppConfig
 
 
@@ -9,5 +11,8 @@ class WsConfig(AppConfig):
 
     def ready(self) -> None:
         from ws import signals
+        from ws.outage import QuietReconnects
 
         signals.connect()
+        # channels-redis logs a traceback a second while Redis is away: one line per outage.
+        logging.getLogger("channels_redis.pubsub").addFilter(QuietReconnects())

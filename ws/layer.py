@@ -101,7 +101,11 @@ class BoundedLoopLayer(RedisPubSubLoopLayer):
         marker = self.channel_layer.serialize({"type": OVERFLOW_EVENT})
         self.channels[channel] = BoundedQueue(self.capacity, marker, channel)
         shard = self._get_shard(channel)
-        await shard.subscribe(channel)
+        try:
+            await shard.subscribe(channel)
+        except BaseException:  # Redis is away: no consumer will read or free this queue
+            self.channels.pop(channel, None)
+            raise
 
     def deliver_locally(self, event: dict[str, Any], exclude: str = "") -> int:
         """Put ``event`` in the queue of every consumer of this process; return how many."""

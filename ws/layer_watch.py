@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from ws._publisher import group_channel, publisher
 from ws.census import census, census_ttl_s
 from ws.metrics import counters
+from ws.outage import redis_outage
 
 logger = logging.getLogger("ws")
 
@@ -93,6 +94,7 @@ class LayerWatch:
                 elif _catch_up_failed.pop(asyncio.get_running_loop(), False):
                     self.catch_up("a catch-up failed")
                 healthy, epochs = True, now
+                redis_outage.ended()
                 await self.write_census()
         finally:
             reader.cancel()

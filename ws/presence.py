@@ -48,6 +48,7 @@ from django.conf import settings
 from ws import topics
 from ws._publisher import publisher
 from ws.hooks import presence_left
+from ws.outage import REDIS_UNAVAILABLE, redis_outage
 
 __all__ = ["Member", "is_present", "join", "leave", "live_members", "member_for"]
 
@@ -258,8 +259,9 @@ class Presence:
             await asyncio.sleep(settings.PUSH_PRESENCE_REFRESH_S)
             try:
                 await self.refresh()
+            except REDIS_UNAVAILABLE as error:  # next round; entries live for a TTL
+                redis_outage.noticed(error, "refreshing presence")
             except Exception:
-                # Redis unreachable, say: try again next round; entries live for a TTL.
                 logger.warning("ws presence refresh failed; retrying", exc_info=True)
 
     async def refresh(self) -> None:

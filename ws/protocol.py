@@ -34,6 +34,8 @@ class CloseCode(IntEnum):
     WRONG_ORIGIN = 1008
     TOO_LARGE = 1009
     INTERNAL_ERROR = 1011
+    # Redis is away: nothing was done; try again with backoff (WebSocket's "Try Again Later").
+    TRY_AGAIN = 1013
     RESYNC = 4000
     NOT_AUTHENTICATED = 4001
     FORBIDDEN = 4003
@@ -260,10 +262,15 @@ def render_authenticated(user_id: object) -> str:
     return json.dumps({"op": "authenticated", "user": user_id})
 
 
-def render_error(code: CloseCode, message: str, topic: str | None = None) -> str:
+def render_error(
+    code: CloseCode, message: str, topic: str | None = None, request: str | None = None
+) -> str:
+    """An error frame; ``request`` names the op that failed (with ``1013``: send it again)."""
     frame: dict[str, Any] = {"op": "error", "code": int(code), "msg": message}
     if topic is not None:
         frame["topic"] = topic
+    if request is not None:
+        frame["request"] = request
     return json.dumps(frame)
 
 

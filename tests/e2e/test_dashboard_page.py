@@ -16,12 +16,18 @@ import pytest
 from project.redis_server import free_port
 from tasks import dashboards
 from tests.support.browser import browser, in_plain_thread  # noqa: F401 - browser: a fixture
+from tests.support.dashboard_pages import (
+    WAIT_MS,
+    iso,
+    open_dashboard,
+    sales_payload,
+    wait_for_data,
+)
 from tests.support.processes import DaphneServer
 from tests.support.users import make_user, session_cookie
 from tests.support.waiting import poll_until
 from ws import push
 
-WAIT_MS = 10_000
 # The page's grace after next_due is 2.5 s: the marker must not come before 2 s.
 MIN_GRACE_MS = 2_000
 
@@ -29,10 +35,6 @@ MIN_GRACE_MS = 2_000
 def push_from_thread(topic: str, data: Any, msg: str = "dashboard") -> int:
     """``push`` as a worker would: Playwright's sync API runs an event loop in this thread."""
     return in_plain_thread(push, topic, data, msg=msg)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def orders_payload(orders_today: int, revenue_today: str) -> dict[str, Any]:
@@ -77,34 +79,6 @@ def orders_payload(orders_today: int, revenue_today: str) -> dict[str, Any]:
     }
 
 
-def sales_payload(last_orders: int, due_in: timedelta) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=59)
-    counts = [n % 4 for n in range(59)] + [last_orders]
-    series = [
-        {"t": iso(start + timedelta(minutes=n)), "orders": count, "revenue": f"{count * 10}.00"}
-        for n, count in enumerate(counts)
-    ]
-    return {
-        "orders_per_minute": 3.2,
-        "revenue_last_hour": "1234.50",
-        "series": series,
-        "computed_at": iso(now),
-        "next_due": iso(now + due_in),
-    }
-
-
-def open_dashboard(page: Any, server: DaphneServer) -> list[str]:
-    """Go to ``/``; wait for the socket; return the list the page's uncaught errors go to."""
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server.http_url("/"))
-    page.wait_for_function(
-        "document.getElementById('state').textContent === 'open'", timeout=WAIT_MS
-    )
-    return errors
-
-
 def wait_subscribed(page: Any, topic: str) -> None:
     """Until the server has answered the page's subscription (its client holds a position)."""
     page.wait_for_function(
@@ -112,21 +86,6 @@ def wait_subscribed(page: Any, topic: str) -> None:
         arg=topic,
         timeout=WAIT_MS,
     )
-
-
-def wait_for_data(
-    page: Any, name: str, computed_at: str, timeout: float = WAIT_MS
-) -> dict[str, Any]:
-    """Until the page shows the message computed at ``computed_at``; what it showed then."""
-    return page.wait_for_function(
-        """([name, computed_at]) => {
-          const state = window.dashboardState;
-          if (!state[name] || state[name].computed_at !== computed_at) return false;
-          return {stale: state.stale[name], since: state.staleSince[name]};
-        }""",
-        arg=[name, computed_at],
-        timeout=timeout,
-    ).json_value()
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from channels.exceptions import StopConsumer
@@ -21,6 +22,7 @@ from ws._publisher import PUSH_EVENT_TYPE
 from ws.consumers.dispatch import dispatch_in_turn
 from ws.consumers.identity import IdentityMixin
 from ws.limits import FrameRate
+from ws.outage import REDIS_UNAVAILABLE, TRY_AGAIN_MESSAGE, redis_outage
 from ws.protocol import CloseCode, ProtocolError, frame_too_large
 
 logger = logging.getLogger("ws")
@@ -57,11 +59,42 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
         """Channels' ``AsyncConsumer.__call__`` with a lighter event loop (``dispatch_in_turn``)."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
+        try:
+            self.channel_name = await self.channel_layer.new_channel()
+        except REDIS_UNAVAILABLE as error:  # the layer subscribes each socket's channel
+            redis_outage.noticed(error, "opening a socket")
+            await self.turn_away(receive)
+            return
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         with contextlib.suppress(StopConsumer):
             await dispatch_in_turn([receive, self.channel_receive], self.dispatch)
+
+    async def turn_away(self, receive: Any) -> None:
+        """Redis is away as the socket opens: accept it and close ``1013`` (try again)."""
+        if (await receive()).get("type") != "websocket.connect":
+            return
+        await self.accept()
+        await self.refuse_and_close(CloseCode.TRY_AGAIN, TRY_AGAIN_MESSAGE)
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        """``connect()``; a request to Redis failing in it closes ``1013``, not ``1011``."""
+        try:
+            await super().websocket_connect(message)
+        except REDIS_UNAVAILABLE as error:
+            redis_outage.noticed(error, "a connect")
+            await self.refuse_and_close(CloseCode.TRY_AGAIN, TRY_AGAIN_MESSAGE)
+
+    async def without_redis_if_away(self, what: str, step: Awaitable[Any]) -> None:
+        """Await a clean-up ``step``; if Redis is away, count it in the outage and go on.
+
+        For clean-up only (what a closing socket undoes): each such entry in Redis
+        expires by itself, so a socket closing during an outage still frees the rest.
+        """
+        try:
+            await step
+        except REDIS_UNAVAILABLE as error:
+            redis_outage.noticed(error, what)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route an event; pushes skip Channels' per-message database hop.
@@ -126,6 +159,10 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
             await self.handle_text(text_data)
         except ProtocolError as error:
             await self.refuse(error)
+        except REDIS_UNAVAILABLE as error:
+            # Nothing was done; the client may send the frame again (push.js does).
+            redis_outage.noticed(error, "a frame")
+            await self.send_error(CloseCode.TRY_AGAIN, TRY_AGAIN_MESSAGE, None)
         except Exception:
             # A bug of ours, not the client's: log it loudly, keep the socket.
             logger.exception("ws failed to handle a frame (%s)", self.scope_client())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,6 +20,7 @@ from django.contrib.auth.models import AnonymousUser
 from ws import topics
 from ws.access import current_user
 from ws.limits import CONNECTION_TTL_S, claim_connection, release_connection
+from ws.outage import REDIS_UNAVAILABLE, redis_outage
 from ws.protocol import CloseCode
 from ws.tokens import BadToken, user_for_token
 
@@ -45,6 +47,8 @@ class IdentityMixin:
     # task that keeps that claim alive in Redis.
     seat_user: Any = None
     seat_refresh: asyncio.Task[None] | None = None
+    # PushConsumer's: declared here, not defined, so it is not shadowed.
+    without_redis_if_away: Callable[[str, Awaitable[Any]], Awaitable[None]]
 
     async def claim_seat(self) -> bool:
         """Count this socket against its user's limit; answer and close 4429 if over."""
@@ -70,7 +74,10 @@ class IdentityMixin:
     async def keep_seat(self, user_id: Any) -> None:
         while True:
             await asyncio.sleep(CONNECTION_TTL_S / 3)
-            await claim_connection(user_id, self.channel_name)
+            try:
+                await claim_connection(user_id, self.channel_name)
+            except REDIS_UNAVAILABLE as error:  # the claim outlives two missed refreshes
+                redis_outage.noticed(error, "refreshing a socket's claim")
 
     async def release_seat(self) -> None:
         if self.seat_refresh is not None:
@@ -79,11 +86,15 @@ class IdentityMixin:
                 await self.seat_refresh
             self.seat_refresh = None
         if self.seat_user is not None:
-            await self.channel_layer.group_discard(
-                topics.access_group(self.seat_user), self.channel_name
+            user_id, self.seat_user = self.seat_user, None
+            # Each expires by itself if Redis is away (the claim within CONNECTION_TTL_S).
+            await self.without_redis_if_away(
+                "leaving the access group",
+                self.channel_layer.group_discard(topics.access_group(user_id), self.channel_name),
             )
-            await release_connection(self.seat_user, self.channel_name)
-            self.seat_user = None
+            await self.without_redis_if_away(
+                "releasing a socket's claim", release_connection(user_id, self.channel_name)
+            )
 
     async def disconnect(self, code: int) -> None:
         await self.release_seat()

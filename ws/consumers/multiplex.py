@@ -9,7 +9,6 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from redis.exceptions import RedisError
 
 from ws import topics
 from ws._publisher import Position, Resume
@@ -19,6 +18,7 @@ from ws.consumers.presence import PresenceMixin
 from ws.hooks import topic_subscribed
 from ws.layer_watch import catch_up_again_later, ensure_layer_watch
 from ws.metrics import counters
+from ws.outage import REDIS_UNAVAILABLE, TRY_AGAIN_MESSAGE, redis_outage
 from ws.protocol import (
     PONG,
     ClientFrame,
@@ -80,7 +80,10 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
             return
         census.left(name)
         await self.leave_presence(name)
-        await self.channel_layer.group_discard(topics.group_name(name), self.channel_name)
+        await self.without_redis_if_away(
+            "leaving a topic",
+            self.channel_layer.group_discard(topics.group_name(name), self.channel_name),
+        )
 
     async def handle_text(self, text: str) -> None:
         frame: ClientFrame = parse_client_frame(text)
@@ -95,12 +98,21 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
             await self.refuse_auth('no Origin header: send {"op": "auth", "token": ...} first')
             return
         topic = self._resolve(frame["topic"])
-        if frame["op"] == "subscribe":
-            await self.subscribe(topic, frame.get("since"), frame.get("epoch"))
-        elif frame["op"] == "unsubscribe":
-            await self.unsubscribe(topic)
-        elif frame["op"] == "publish":
-            await self.publish(topic, frame["data"])
+        try:
+            if frame["op"] == "subscribe":
+                await self.subscribe(topic, frame.get("since"), frame.get("epoch"))
+            elif frame["op"] == "unsubscribe":
+                await self.unsubscribe(topic)
+            elif frame["op"] == "publish":
+                await self.publish(topic, frame["data"])
+        except REDIS_UNAVAILABLE as error:
+            # Nothing was done: the client sends the frame again later (push.js does).
+            redis_outage.noticed(error, f"{frame['op']} {topic.name}")
+            await self.send(
+                text_data=render_error(
+                    CloseCode.TRY_AGAIN, TRY_AGAIN_MESSAGE, topic.name, request=frame["op"]
+                )
+            )
 
     def _resolve(self, name: str) -> topics.Topic:
         try:
@@ -247,11 +259,9 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
             return
         try:
             resume = await catch_up(topic, held, snapshot=topics.resolve(topic).pattern.state_like)
-        except (RedisError, OSError) as error:
+        except REDIS_UNAVAILABLE as error:
             # Redis went away again: the layer watch sends another catch-up later.
-            logger.warning(
-                "ws could not catch up on %s: %s (%s)", topic, error, self.scope_client()
-            )
+            redis_outage.noticed(error, f"catching up on {topic}")
             catch_up_again_later()
             return
         if resume.recovered and resume.position == held:
@@ -275,8 +285,8 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
             await self.catch_up(topic)
             try:  # joins and leaves may have been lost too: the list, afresh
                 await self.join_presence(topics.resolve(topic))
-            except (RedisError, OSError) as error:
-                logger.warning("ws could not refresh presence of %s: %s", topic, error)
+            except REDIS_UNAVAILABLE as error:
+                redis_outage.noticed(error, f"refreshing presence of {topic}")
 
     async def push_overflow(self, event: dict[str, Any]) -> None:
         """This socket's queue overflowed and messages were dropped: catch up on all."""

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from redis.exceptions import RedisError
 
 from ws import topics
 from ws._publisher import Position
@@ -15,6 +14,7 @@ from ws.census import census
 from ws.consumers.base import PushConsumer
 from ws.layer_watch import catch_up_again_later, ensure_layer_watch
 from ws.metrics import counters
+from ws.outage import REDIS_UNAVAILABLE, redis_outage
 from ws.protocol import (
     SEED_GREETING,
     CloseCode,
@@ -74,7 +74,9 @@ class SeedRoomConsumer(PushConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.without_redis_if_away(
+                "leaving a room", self.channel_layer.group_discard(self.group, self.channel_name)
+            )
         if self.counted:
             census.left(self.topic)
             census.closed()
@@ -123,8 +125,8 @@ class SeedRoomConsumer(PushConsumer):
         """Send what the client missed (the seed's clients cannot ask for it)."""
         try:
             resume = await catch_up(self.topic, self.position, snapshot=False)
-        except (RedisError, OSError) as error:
-            logger.warning("ws could not catch up on %s: %s", self.topic, error)
+        except REDIS_UNAVAILABLE as error:
+            redis_outage.noticed(error, f"catching up on {self.topic}")
             catch_up_again_later()  # the layer watch sends another catch-up later
             return
         if resume.messages:

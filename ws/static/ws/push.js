@@ -39,11 +39,15 @@
  *   4000 resync        reconnect at once (within minDelayMs / 4) and resume, when
  *                      the connection was healthy; with backoff otherwise.
  *   4429 rate limited  wait about maxDelayMs before the next try.
+ *   1013 try again     Redis was away as the socket opened: reconnect with backoff.
  *   4001, 4003, 1008   refusals: retried (a token function is asked again each
  *                      time: tokens expire) until maxRefusals come in a row
  *                      without a healthy connection between; then the state
  *                      becomes "failed" and the client stops. reconnect() tries again.
  *   anything else      reconnect with backoff.
+ * An error frame with code 1013 and "request": "subscribe" (Redis was away: nothing was
+ * done) sends that topic's subscribe again after a backoff of its own (minDelayMs x
+ * factor^n with jitter, capped at maxDelayMs), until it is answered; the socket stays.
  */
 (function (global) {
   "use strict";
@@ -60,6 +64,7 @@
   // ws/protocol.py CloseCode
   const RESYNC = 4000;
   const RATE_LIMITED = 4429;
+  const TRY_AGAIN = 1013;
   const REFUSALS = new Set([1008, 4001, 4003]);
 
   // How long to wait for the snapshot that may follow a "subscribed" frame
@@ -164,7 +169,16 @@
       const listener = Object.assign({}, callbacks, { handler });
       let sub = this._topics.get(topic);
       if (!sub) {
-        sub = { topic, listeners: new Set(), seq: null, epoch: null, pending: false, members: [] };
+        sub = {
+          topic,
+          listeners: new Set(),
+          seq: null,
+          epoch: null,
+          pending: false,
+          members: [],
+          retries: 0, // subscribes answered 1013 in a row
+          retryTimer: null,
+        };
         this._topics.set(topic, sub);
         this._sendSubscribe(sub);
       }
@@ -315,7 +329,11 @@
       const socket = this._socket;
       this._socket = null;
       this._ready = false;
-      for (const sub of this._topics.values()) sub.pending = false;
+      for (const sub of this._topics.values()) {
+        sub.pending = false;
+        clearTimeout(sub.retryTimer); // the next connection subscribes again anyway
+        sub.retryTimer = null;
+      }
       if (socket) {
         socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
       }
@@ -389,6 +407,7 @@
           this._onEphemeral(frame);
           break;
         case "error":
+          if (frame.code === TRY_AGAIN && frame.request === "subscribe") this._retryLater(frame);
           this._emit("error", frame);
           break;
         case "pong":
@@ -398,6 +417,22 @@
         default:
         // "unsubscribed", "published" and frames this version does not know: nothing to do.
       }
+    }
+
+    /** Redis was away when the server got this topic's subscribe: send it again, later. */
+    _retryLater(frame) {
+      const sub = this._topics.get(frame.topic);
+      if (!sub || sub.retryTimer !== null) return;
+      const { minDelayMs, maxDelayMs, factor } = this.options;
+      const capped = Math.min(maxDelayMs, minDelayMs * Math.pow(factor, sub.retries));
+      sub.retries += 1;
+      const socket = this._socket;
+      sub.retryTimer = setTimeout(() => {
+        sub.retryTimer = null;
+        if (socket === this._socket && this._topics.get(sub.topic) === sub) {
+          this._sendSubscribe(sub);
+        }
+      }, capped * (0.5 + Math.random() / 2));
     }
 
     /*
@@ -426,6 +461,7 @@
       if (!sub || !Number.isInteger(frame.seq) || typeof frame.epoch !== "string") return;
       this._markHealthy();
       sub.pending = false;
+      sub.retries = 0;
       if (sub.seq === null) {
         sub.seq = frame.seq;
         sub.epoch = frame.epoch;
