@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     env["PYTHONUNBUFFERED"] = "1"
-    if not env.get("REDIS_URL"):
+    if not (env.get("REDIS_URL") or env.get("REDIS_SHARD_URLS") or env.get("REDIS_SENTINELS")):
         env["REDIS_URL"] = ensure_embedded_redis()
         print(f"embedded Redis at {env['REDIS_URL']} (files in .run/redis/)", flush=True)
 

@@ -19,11 +19,19 @@ Sending again is safe: a command written to a connection the server had
 closed never ran. The one ambiguous case is a server that dies between running
 a command and answering it; pushes made with ``key=`` are exactly-once even then.
 
+Where the Redis servers are (``layer_hosts``, ``celery_url``): one ``REDIS_URL``;
+or several, ``REDIS_SHARD_URLS``, across which the channel layer and the push
+state shard (channels-redis hashes each channel to one of its hosts, and the
+publisher keeps a topic's numbering and history on its group channel's shard);
+or Sentinel, ``REDIS_SENTINELS`` with ``REDIS_SENTINEL_MASTER`` (one master
+name, or several: one shard each). Celery's broker and results use the first.
+
 This module must not import Django: settings use it before Django is set up.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -45,3 +53,74 @@ def async_client_options(retries: int, backoff_cap_s: float) -> dict[str, Any]:
         "health_check_interval": 15,
         "retry": AsyncRetry(ExponentialWithJitterBackoff(backoff_cap_s, FIRST_BACKOFF_S), retries),
     }
+
+
+@dataclass(frozen=True)
+class RedisPlace:
+    """Where this deployment's Redis is: URLs (one, or one per shard), or Sentinel."""
+
+    urls: tuple[str, ...] = ()
+    sentinels: tuple[tuple[str, int], ...] = ()
+    masters: tuple[str, ...] = ()
+
+    @classmethod
+    def from_values(
+        cls, url: str, shard_urls: list[str], sentinels: list[str], masters: list[str]
+    ) -> RedisPlace:
+        """Check the settings' values; ``ValueError`` names the one that is wrong."""
+        if sentinels:
+            if shard_urls:
+                raise ValueError(
+                    "set REDIS_SENTINELS or REDIS_SHARD_URLS, not both (with Sentinel, "
+                    "shard by naming several masters in REDIS_SENTINEL_MASTER)"
+                )
+            if not masters or len(set(masters)) != len(masters):
+                raise ValueError("REDIS_SENTINEL_MASTER must name one master or more, each once")
+            return cls(
+                sentinels=tuple(_host_port(entry) for entry in sentinels), masters=tuple(masters)
+            )
+        urls = tuple(shard_urls) or (url,)
+        for each in urls:
+            if not each.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(
+                    f"a Redis URL must start redis://, rediss:// or unix://, got {each!r}"
+                )
+        if len(set(urls)) != len(urls):
+            raise ValueError("REDIS_SHARD_URLS names a server twice")
+        return cls(urls=urls)
+
+    def layer_hosts(self, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """The channel layer's ``hosts``: one entry per shard, each with ``options``."""
+        if self.sentinels:
+            return [
+                {
+                    "sentinels": list(self.sentinels),
+                    "master_name": master,
+                    # Asking a sentinel where the master is: quick, or the next sentinel.
+                    "sentinel_kwargs": {"socket_connect_timeout": 1, "socket_timeout": 1},
+                    **options,
+                }
+                for master in self.masters
+            ]
+        return [{"address": url, **options} for url in self.urls]
+
+    def celery_url(self) -> str:
+        """Celery's broker and result backend: the first shard, through Sentinel if set.
+
+        With Sentinel, kombu and Celery take ``sentinel://`` URLs (one per sentinel,
+        joined by ``;``) and the master's name from ``master_name`` in their
+        transport options (``celery_transport_options``).
+        """
+        if self.sentinels:
+            return ";".join(f"sentinel://{host}:{port}/0" for host, port in self.sentinels)
+        return self.urls[0]
+
+    def celery_transport_options(self) -> dict[str, Any]:
+        return {"master_name": self.masters[0]} if self.sentinels else {}
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    host, _, port = entry.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"REDIS_SENTINELS entries must be host:port, got {entry!r}")
+    return host.strip("[]"), int(port)

@@ -87,6 +87,8 @@ class RedisServer:
     host: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
     tied_to_parent: bool = False
+    # More redis-server arguments (``--replicaof HOST PORT`` for a replica).
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -98,14 +100,22 @@ class RedisServer:
 
     @classmethod
     def start(
-        cls, directory: Path, port: int | None = None, *, tied_to_parent: bool = False
+        cls,
+        directory: Path,
+        port: int | None = None,
+        *,
+        tied_to_parent: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> RedisServer:
         """Start a server in ``directory`` on ``port`` (a free one if None).
 
         ``tied_to_parent`` stops it if this process dies without stopping it.
         """
         server = cls(
-            directory=Path(directory), port=port or free_port(), tied_to_parent=tied_to_parent
+            directory=Path(directory),
+            port=port or free_port(),
+            tied_to_parent=tied_to_parent,
+            extra_args=extra_args,
         )
         server.launch()
         return server
@@ -127,6 +137,7 @@ class RedisServer:
             "--logfile", str(self.log_path),
             # Thousands of pub/sub subscriptions and clients in tests and benchmarks.
             "--maxclients", "20000",
+            *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command,

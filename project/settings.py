@@ -15,7 +15,7 @@ from typing import TypeVar
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.redis_options import async_client_options
+from project.redis_options import RedisPlace, async_client_options
 from project.redis_server import ensure_embedded_redis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -170,7 +170,21 @@ STORAGES = {
 }
 
 # --- Redis: channel layer, Celery broker, sequence numbers and history ------------------
-REDIS_URL = os.environ.get("REDIS_URL") or ensure_embedded_redis()
+# One Redis (REDIS_URL, else the embedded one); or shards (REDIS_SHARD_URLS, comma-separated
+# URLs); or Sentinel (REDIS_SENTINELS host:port,... and REDIS_SENTINEL_MASTER, one master
+# name or several: one shard each). project/redis_options.py says what goes where.
+REDIS_SHARD_URLS = env_list("REDIS_SHARD_URLS", "")
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", "")
+REDIS_SENTINEL_MASTER = env_list("REDIS_SENTINEL_MASTER", "mymaster")
+REDIS_URL = os.environ.get("REDIS_URL") or (
+    "" if REDIS_SHARD_URLS or REDIS_SENTINELS else ensure_embedded_redis()
+)
+try:
+    REDIS_PLACE = RedisPlace.from_values(
+        REDIS_URL, REDIS_SHARD_URLS, REDIS_SENTINELS, REDIS_SENTINEL_MASTER
+    )
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
 # A Redis request that meets a dropped connection (Redis restarted, failed over) is sent
 # again on a new one this many times, with exponential backoff and jitter up to
 # REDIS_RETRY_BACKOFF_S (project/redis_options.py says why). Past that, a socket's request
@@ -183,9 +197,9 @@ CHANNEL_LAYERS = {
         # channels-redis' pub/sub layer, with each consumer's queue bounded (ws/layer.py).
         "BACKEND": "ws.layer.PushChannelLayer",
         "CONFIG": {
-            "hosts": [
-                {"address": REDIS_URL, **async_client_options(REDIS_RETRIES, REDIS_RETRY_BACKOFF_S)}
-            ],
+            "hosts": REDIS_PLACE.layer_hosts(
+                async_client_options(REDIS_RETRIES, REDIS_RETRY_BACKOFF_S)
+            ),
             "prefix": "asgi",
             # Messages queued for one consumer before it is told to resync.
             "capacity": env_int("PUSH_CHANNEL_CAPACITY", 1000),
@@ -280,8 +294,10 @@ CALL_RENEGOTIATIONS = env_int("CALL_RENEGOTIATIONS", 60, minimum=1)
 CALL_RENEGOTIATION_WINDOW_S = env_float("CALL_RENEGOTIATION_WINDOW_S", 60.0, minimum=1)
 
 # --- Celery -----------------------------------------------------------------------------
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or REDIS_URL
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_PLACE.celery_url()
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or REDIS_PLACE.celery_url()
+# With Sentinel: which master (kombu's and Celery's sentinel:// transports read it here).
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = REDIS_PLACE.celery_transport_options()
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_SERIALIZER = "json"
@@ -293,6 +309,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    **REDIS_PLACE.celery_transport_options(),
 }
 # A retry (autoretry_for on Redis errors) is itself a message to the broker: while Redis
 # is away, keep trying to send it for about a minute instead of failing the task.

@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar
 
 import msgpack
 import redis.retry
+import redis.sentinel
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from channels_redis.utils import _consistent_hash, create_pool, decode_hosts
 from django.conf import settings
@@ -41,6 +42,12 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.commands.core import AsyncScript
 
+from ws.failover import (
+    GENERATION_KEY,
+    GENERATION_LUA,
+    notice_on_connect,
+    notice_on_connect_sync,
+)
 from ws.topics import Retention
 
 T = TypeVar("T")
@@ -48,20 +55,33 @@ T = TypeVar("T")
 PUSH_EVENT_TYPE = "push.message"
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
 
-# Shared by both scripts: KEYS[1] is the topic's meta hash {seq, epoch}, KEYS[2] its
-# history stream, ARGV[1] the epoch to give a topic that has none.
+# Shared by both scripts: KEYS[1] is the topic's meta hash {seq, epoch, g, pe, ps}, KEYS[2]
+# its history stream, ARGV[1] the epoch to give a topic that has none; ``generation`` is
+# set before (ws/failover.py). Leaves ``epoch``, and ``continued_epoch`` and
+# ``continued_seq``: the epoch before the last failover and the last seq that survived it.
 _ENSURE_EPOCH_LUA = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'g', 'pe', 'ps')
+local epoch = meta[1]
+local continued_epoch, continued_seq = meta[3], tonumber(meta[4] or -1)
 if not epoch then
   -- A new (or lost and recreated) topic: its old history, if any, is not ours.
   epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'g', generation)
   redis.call('DEL', KEYS[2])
+elseif (meta[2] or '') ~= generation then
+  -- Written before a failover: messages after this seq may be lost with the old master,
+  -- and their numbers are given again. A new epoch: a subscriber that saw no further
+  -- than this seq goes on (its history continues), one that saw more is reset.
+  continued_epoch = epoch
+  continued_seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or 0)
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'g', generation,
+             'pe', continued_epoch, 'ps', continued_seq)
 end
 """
 
-# KEYS[1] topic meta hash {seq, epoch}; KEYS[2] topic history stream; KEYS[3] the
-# record of an idempotency key.
+# KEYS[1] topic meta hash {seq, epoch, g}; KEYS[2] topic history stream; KEYS[3] the
+# record of an idempotency key; KEYS[4] the failover generation (ws/failover.py).
 # ARGV[1] epoch for a topic that has none; ARGV[2] message body (JSON members);
 # ARGV[3] layer channel of the group; ARGV[4] topic; ARGV[5] history size;
 # ARGV[6] event type; ARGV[7] time in ms; ARGV[8] seconds an idle history is kept;
@@ -76,6 +96,7 @@ if ARGV[9] ~= '' then
   end
 end
 """
+    + GENERATION_LUA.format(index=4)
     + _ENSURE_EPOCH_LUA
     + """
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -93,19 +114,22 @@ return {seq, epoch}
 """
 )
 
-# Resume: KEYS as above. ARGV[1] epoch for a topic that has none; ARGV[2] the
-# client's last seq (-1: none); ARGV[3] the client's epoch; ARGV[4] replay limit;
+# Resume: KEYS[1], KEYS[2] as above, KEYS[3] the failover generation. ARGV[1] epoch for
+# a topic that has none; ARGV[2] the client's last seq (-1: none); ARGV[3] the client's
+# epoch; ARGV[4] replay limit;
 # ARGV[5] oldest entry time (ms) that may be replayed; ARGV[6] '1' for a snapshot on reset.
-# Returns {seq, epoch, recovered, id1, fields1, id2, fields2, ...}: on recovery the
-# missed entries in order (all of them, or none: never a partial replay); on reset
-# the last entry as the snapshot, if asked for and kept.
+# Returns {seq, epoch, recovered, continued, id1, fields1, id2, fields2, ...}: on recovery
+# the missed entries in order (all of them, or none: never a partial replay); on reset
+# the last entry as the snapshot, if asked for and kept. ``continued``: the client's epoch
+# was the one before a failover and what it saw survived it.
 _RESUME_LUA = (
-    _ENSURE_EPOCH_LUA
+    GENERATION_LUA.format(index=3)
+    + _ENSURE_EPOCH_LUA
     + """
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or 0)
 local since = tonumber(ARGV[2])
 local function reset()
-  local out = {seq, epoch, 0}
+  local out = {seq, epoch, 0, 0}
   if ARGV[6] == '1' and seq > 0 then
     local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
     if #last == 1 then
@@ -115,17 +139,23 @@ local function reset()
   end
   return out
 end
-if since < 0 or ARGV[3] ~= epoch or since > seq or seq - since > tonumber(ARGV[4]) then
+local continued = 0
+if ARGV[3] ~= epoch and ARGV[3] == continued_epoch and since >= 0 and since <= continued_seq then
+  continued = 1
+elseif ARGV[3] ~= epoch then
+  return reset()
+end
+if since < 0 or since > seq or seq - since > tonumber(ARGV[4]) then
   return reset()
 end
 if since == seq then
-  return {seq, epoch, 1}
+  return {seq, epoch, 1, continued}
 end
 local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', seq .. '-0')
 if #entries ~= seq - since or tonumber(entries[1][2][4]) < tonumber(ARGV[5]) then
   return reset()  -- trimmed by count, or too old to replay
 end
-local out = {seq, epoch, 1}
+local out = {seq, epoch, 1, continued}
 for _, entry in ipairs(entries) do
   table.insert(out, entry[1])
   table.insert(out, entry[2])
@@ -203,7 +233,7 @@ class PublishCall:
             key,
             settings.PUSH_HISTORY_TTL_S,
         ]
-        keys = [*_meta_keys(topic), f"push:{{{topic}}}:k:{key}"]
+        keys = [*_meta_keys(topic), f"push:{{{topic}}}:k:{key}", GENERATION_KEY]
         return cls(keys, args, f"{_RATE_KEY}:{int(now)}")
 
     def count(self, pipe: Any) -> None:
@@ -216,14 +246,18 @@ class PublishCall:
 class Resume:
     """What a subscriber is owed: its position, and the missed messages or a snapshot.
 
-    ``recovered``: ``messages`` are exactly the missed ones, in order. Otherwise
-    ``snapshot`` is the latest message (state-like topics), or None.
+    ``recovered``: ``messages`` are exactly the missed ones, in order (in the new
+    epoch after a failover, when ``continues``). Otherwise ``snapshot`` is the latest
+    message (state-like topics), or None.
     """
 
     position: Position
     recovered: bool
     messages: list[tuple[int, str]]
     snapshot: tuple[int, str] | None
+    # The client's epoch, when the topic's epoch changed at a failover and all the client
+    # saw survived it: its history goes on in ``position.epoch``.
+    continues: str | None = None
 
 
 def _entries(flat: list[Any]) -> list[tuple[int, str]]:
@@ -367,7 +401,7 @@ class Publisher:
         retention = retention or _default_retention()
         oldest_ms = int((time.time() - retention.ttl_s) * 1000)
         result = await _script_on(shard, _RESUME_LUA)(
-            keys=_meta_keys(topic),
+            keys=[*_meta_keys(topic), GENERATION_KEY],
             args=[
                 _new_epoch(),
                 -1 if since is None else since,
@@ -378,9 +412,9 @@ class Publisher:
             ],
         )
         position = Position(int(result[0]), _text(result[1]))
-        entries = _entries(result[3:])
+        entries = _entries(result[4:])
         if result[2]:
-            return Resume(position, True, entries, None)
+            return Resume(position, True, entries, None, epoch if result[3] else None)
         return Resume(position, False, [], entries[0] if entries else None)
 
     async def last_pushed_at(self, topic: str, group: str) -> float | None:
@@ -495,11 +529,28 @@ def sync_client_options(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "retry": redis.retry.Retry(retry._backoff, retry.get_retries())}
 
 
+_SENTINEL_ONLY = ("sentinels", "master_name", "sentinel_kwargs")
+
+
 def _pool(host: dict[str, Any]) -> ConnectionPool:
-    """A pool for the layer's ``host`` entry, blocking when all its connections are busy."""
+    """A pool for the layer's ``host`` entry, blocking when all its connections are busy.
+
+    Each new connection first checks for a failover (``ws.failover``).
+    """
+    host = {**host, "redis_connect_func": notice_on_connect}
     if "address" not in host:  # Sentinel: channels-redis' own pool
         return create_pool(host)
     return blocking_pool(BlockingConnectionPool, host)
+
+
+def sync_pool(host: dict[str, Any], client_name: str) -> redis.ConnectionPool:
+    """``_pool`` for redis-py's sync clients (the sync publisher)."""
+    host = {**host, "client_name": client_name, "redis_connect_func": notice_on_connect_sync}
+    if "address" in host:
+        return blocking_pool(redis.BlockingConnectionPool, host)
+    options = sync_client_options({k: v for k, v in host.items() if k not in _SENTINEL_ONLY})
+    sentinels = redis.sentinel.Sentinel(host["sentinels"], sentinel_kwargs=host["sentinel_kwargs"])
+    return redis.sentinel.SentinelConnectionPool(host["master_name"], sentinels, **options)
 
 
 def _script_on(shard: _Shard, lua: str) -> AsyncScript:

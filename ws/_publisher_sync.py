@@ -8,8 +8,6 @@ process (a thread-safe pool, rebuilt after a fork), sending the same Lua
 script as the async path and counting the push in the same round trip. So the
 numbering, history, idempotency and wire format are exactly those of
 ``Publisher.publish``.
-
-Sentinel hosts are left to the async path (``None`` means: not handled here).
 """
 
 from __future__ import annotations
@@ -29,8 +27,8 @@ from ws._publisher import (
     PublishCall,
     _layer_config,
     _text,
-    blocking_pool,
     group_channel,
+    sync_pool,
 )
 from ws.topics import Retention
 
@@ -50,7 +48,7 @@ class SyncPublisher:
         self._lock = threading.Lock()
         self._shards: _SyncShards | None = None
 
-    def _connected(self) -> _SyncShards | None:
+    def _connected(self) -> _SyncShards:
         shards = self._shards
         if shards is not None and shards.pid == os.getpid():
             return shards
@@ -59,14 +57,9 @@ class SyncPublisher:
             if shards is not None and shards.pid == os.getpid():
                 return shards
             hosts, prefix = _layer_config()
-            if any("address" not in host for host in hosts):
-                return None  # Sentinel: the async path's pools handle it
             shards = _SyncShards(pid=os.getpid(), prefix=prefix)
             for host in hosts:
-                named = {**host, "client_name": f"push-{os.getpid()}"}
-                client = redis.Redis(
-                    connection_pool=blocking_pool(redis.BlockingConnectionPool, named)
-                )
+                client = redis.Redis(connection_pool=sync_pool(host, f"push-{os.getpid()}"))
                 shards.clients.append(client)
                 shards.scripts.append(client.register_script(_PUBLISH_LUA))
             self._shards = shards
@@ -74,11 +67,9 @@ class SyncPublisher:
 
     def publish(
         self, topic: str, group: str, body: str, key: str, retention: Retention
-    ) -> Position | None:
-        """``Publisher.publish``, from this thread; None when this path cannot serve it."""
+    ) -> Position:
+        """``Publisher.publish``, from this thread."""
         shards = self._connected()
-        if shards is None:
-            return None
         channel = group_channel(shards.prefix, group)
         index = _consistent_hash(channel, len(shards.clients))
         call = PublishCall.make(topic, channel, body, key, retention)

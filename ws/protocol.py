@@ -218,10 +218,20 @@ def render_seed_message(seq: int, body: str) -> str:
     return f'{{{body},"seq":{seq}}}'
 
 
-def render_subscribed(topic: str, seq: int, epoch: str, *, recovered: bool) -> str:
-    return json.dumps(
-        {"op": "subscribed", "topic": topic, "seq": seq, "epoch": epoch, "recovered": recovered}
-    )
+def render_subscribed(
+    topic: str, seq: int, epoch: str, *, recovered: bool, continues: str | None = None
+) -> str:
+    """Where a socket stands; ``continues``: the epoch its history goes on from (a failover)."""
+    frame: dict[str, Any] = {
+        "op": "subscribed",
+        "topic": topic,
+        "seq": seq,
+        "epoch": epoch,
+        "recovered": recovered,
+    }
+    if continues is not None:
+        frame["continues"] = continues
+    return json.dumps(frame)
 
 
 def render_published(topic: str, seq: int | None) -> str:

@@ -59,11 +59,8 @@ def push(
     else:
         raise RuntimeError("push() called from async code: use 'await apush(...)'")
     one = _Push.prepare(topic, data, msg, code, key)
-    # From this thread straight to Redis; the background loop only where that cannot serve.
-    position = sync_publisher.publish(one.topic, one.group, one.body, one.key, one.retention)
-    if position is None:
-        position = publisher.run(one.publish)
-    return position.seq
+    # From this thread straight to Redis, not through the background loop.
+    return sync_publisher.publish(one.topic, one.group, one.body, one.key, one.retention).seq
 
 
 async def apush(

@@ -97,3 +97,35 @@ async def frames_until_closed(
                 frames.append(json.loads(text))
     received = socket.protocol.close_rcvd
     return frames, received.code if received is not None else None
+
+
+TRY_AGAIN = 1013  # ws.protocol.CloseCode.TRY_AGAIN: Redis was away, nothing was done
+RETRY_BACKOFF_S = (0.1, 0.2, 0.4, 0.8)
+
+
+async def subscribe_when_served(
+    url: str, origin: str, topic: str, timeout: float = 60
+) -> tuple[ClientConnection, dict[str, Any]]:
+    """Open a socket and subscribe to ``topic`` as push.js does while Redis is away.
+
+    An error frame ``1013`` sends the subscribe again, a close ``1013`` opens a new
+    socket, each after a backoff; any other refusal fails. Returns the socket and
+    its ``subscribed`` frame.
+    """
+    async with asyncio.timeout(timeout):
+        tries = 0
+        while True:
+            socket = await open_socket(url, origin)
+            try:
+                while True:
+                    answer = await subscribe(socket, topic)
+                    if answer["op"] == "subscribed":
+                        return socket, answer
+                    assert answer["code"] == TRY_AGAIN, answer
+                    await asyncio.sleep(RETRY_BACKOFF_S[min(tries, len(RETRY_BACKOFF_S) - 1)])
+                    tries += 1
+            except ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd else None
+                assert code == TRY_AGAIN, f"closed {code} while subscribing to {topic}"
+            await asyncio.sleep(RETRY_BACKOFF_S[min(tries, len(RETRY_BACKOFF_S) - 1)])
+            tries += 1

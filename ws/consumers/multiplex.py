@@ -177,7 +177,11 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         self.subscriptions[topic] = position
         await self.send(
             text_data=render_subscribed(
-                topic, position.seq, position.epoch, recovered=resume.recovered
+                topic,
+                position.seq,
+                position.epoch,
+                recovered=resume.recovered,
+                continues=resume.continues,
             )
         )
         for seq, body in resume.messages:

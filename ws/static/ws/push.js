@@ -455,6 +455,8 @@
      *   (0, new epoch) and its messages are accepted from seq 1 on, in order; if what
      *   follows starts later, the gap rule asks again with since 0 in the new epoch,
      *   which the server answers with the whole new history or a reset.
+     * - another epoch that "continues" ours (a Redis failover: the topic got a new epoch,
+     *   and all we saw survived it): keep our seq, take the new epoch; the replay follows.
      */
     _onSubscribed(frame) {
       const sub = this._topics.get(frame.topic);
@@ -465,6 +467,8 @@
       if (sub.seq === null) {
         sub.seq = frame.seq;
         sub.epoch = frame.epoch;
+      } else if (frame.epoch !== sub.epoch && frame.recovered && frame.continues === sub.epoch) {
+        sub.epoch = frame.epoch; // a failover renumbered the topic after what we hold: go on
       } else if (frame.epoch !== sub.epoch) {
         sub.epoch = frame.epoch;
         sub.seq = frame.recovered ? 0 : frame.seq;
