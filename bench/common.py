@@ -265,6 +265,8 @@ class Stack:
     Redis (and, for ours, the database), e.g. for a Celery-only benchmark.
     ``web_processes`` > 1 runs that many uvicorn workers on one port (ours only).
     ``extra_env`` is added to the servers' environment (``PUSH_CHANNEL_CAPACITY=...``).
+    ``redis_shards`` > 1 starts that many Redis servers and shards ours over them
+    (``REDIS_SHARD_URLS``; Celery on the first).
     """
 
     def __init__(
@@ -275,6 +277,7 @@ class Stack:
         web_processes: int = 1,
         extra_env: Mapping[str, str] | None = None,
         name: str = "bench",
+        redis_shards: int = 1,
     ) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
@@ -286,7 +289,11 @@ class Stack:
         self.web_processes = web_processes
         self.extra_env = dict(extra_env or {})
         self.directory = Path(tempfile.mkdtemp(prefix=f"{name}-{system}-"))
+        if redis_shards != 1 and not is_project(system):
+            raise ValueError("only ours shards over several Redis servers")
+        self.redis_shards = redis_shards
         self.redis: RedisServer | None = None
+        self.shards: list[RedisServer] = []  # every Redis server, self.redis first
         self.server: ChildProcess | None = None
         self.processes: list[ChildProcess] = []
         self.port = 0
@@ -297,7 +304,11 @@ class Stack:
     def start(self) -> Stack:
         raise_nofile_limit()
         try:
-            self.redis = RedisServer.start(self.directory / "redis", tied_to_parent=True)
+            self.shards = [
+                RedisServer.start(self.directory / f"redis-{n}", tied_to_parent=True)
+                for n in range(self.redis_shards)
+            ]
+            self.redis = self.shards[0]
             self.env = self._environment()
             if self.project:
                 migrated = manage(["migrate", "--verbosity", "0"], self.env, timeout=300)
@@ -318,8 +329,8 @@ class Stack:
             with contextlib.suppress(Exception):
                 process.stop(timeout=10)
         self.processes.clear()
-        if self.redis is not None:
-            self.redis.stop()
+        for shard in self.shards:
+            shard.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Stack:
@@ -342,6 +353,8 @@ class Stack:
                 DATABASE_URL=f"sqlite:///{self.directory / 'db.sqlite3'}",
                 CELERY_BROKER_URL=self.redis.url,
             )
+            if len(self.shards) > 1:
+                env["REDIS_SHARD_URLS"] = ",".join(shard.url for shard in self.shards)
         else:
             env.update(DJANGO_SETTINGS_MODULE="seedproject.settings", PYTHONPATH=str(REFERENCE_DIR))
         env.update(self.extra_env)
@@ -443,6 +456,13 @@ class Stack:
         for socket_ in opened:
             socket_.close()  # waits for the server's closing frame
         return self.server_rss_kib()
+
+    def redis_cpu_s(self) -> list[float]:
+        """CPU seconds used so far by each Redis server (shard order)."""
+        return [
+            process_cpu_s(shard.process.pid) if shard.process is not None else 0.0
+            for shard in self.shards
+        ]
 
     def server_pids(self) -> list[int]:
         """The server process and its children (uvicorn's workers)."""
@@ -1048,6 +1068,7 @@ def push_round(
     deliver_timeout: float | None = None,
     web_processes: int = 1,
     profile_to: Path | None = None,
+    redis_shards: int = 1,
 ) -> dict[str, Any]:
     """Start ``system``, connect one client per entry of ``client_rooms``, push, measure.
 
@@ -1057,7 +1078,11 @@ def push_round(
     ``profile_to``: sample the server with py-spy while it pushes and write
     the hot path there (``ServerProfile``).
     """
-    with Stack(system, web_processes=web_processes if system == "ours" else 1) as stack:
+    with Stack(
+        system,
+        web_processes=web_processes if system == "ours" else 1,
+        redis_shards=redis_shards,
+    ) as stack:
         rss_idle = stack.warm_up()
         log_start = stack.log_offset()
         urls = [stack.ws_url(room) for room in client_rooms]
@@ -1074,7 +1099,7 @@ def push_round(
             expected_per_push = [per_room[stack.ws_url(room)] for room in push_rooms]
             note(f"{system}: {connect['connected']} connected; pushing {pushes} at {rate}/s")
             fleet.reset_clock()
-            cpu_before = stack.server_cpu_s()
+            cpu_before, redis_before = stack.server_cpu_s(), stack.redis_cpu_s()
             pacing = pushes / rate if rate > 0 else 0.0
             profile = ServerProfile(stack, profile_to, seconds=max(pacing, 5.0))
             published = run_publisher(stack, push_rooms, pushes, rate)
@@ -1082,7 +1107,7 @@ def push_round(
             expected = sum(expected_per_push[n % len(push_rooms)] for n in range(sent))
             budget = deliver_timeout if deliver_timeout is not None else 30 + pacing
             fleet.wait_delivered(expected, timeout=budget)
-            cpu_after = stack.server_cpu_s()
+            cpu_after, redis_after = stack.server_cpu_s(), stack.redis_cpu_s()
             profile.finish()
             result = fleet.stop()
         failures = stack.server_failures(log_start)
@@ -1110,6 +1135,11 @@ def push_round(
         "server_cpu_us_per_frame": round((cpu_after - cpu_before) * 1e6 / delivered, 1)
         if delivered
         else None,
+        # Each Redis server's CPU per push made (all shards' sum: the Redis cost of a push).
+        "redis_cpu_us_per_push_by_shard": [
+            round((after - before) * 1e6 / sent, 1) if sent else None
+            for before, after in zip(redis_before, redis_after, strict=True)
+        ],
         "extra_heartbeats": result["extra_heartbeats"],
         "dropped_after_connect": result["closed_after_greeting"],
         "server_error_lines": len(failures),

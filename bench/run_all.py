@@ -62,6 +62,8 @@ PLAN: list[tuple[str, list[str]]] = [
     ("many_topics", ["--system", "both"]),
     ("connect_storm", []),
     ("worker_rate", ["--pushes", "20000"]),
+    # Redis CPU per push (ours and the seed), and 2,000 sockets on 3 processes over 2 shards.
+    ("redis_capacity", []),
     ("save_to_screen", ["--saves", "500", "--rate", "50", "--coalesce-ms", "250"]),
     ("save_to_screen", ["--saves", "500", "--rate", "50", "--coalesce-ms", "50"]),
     ("save_to_dom", ["--saves", "200"]),

@@ -142,3 +142,16 @@ def test_call_recovery() -> None:
         values = record[figure]  # 0 for audio back before the fault's end was read
         assert 0 <= values["p50_ms"] <= values["p99_ms"] <= values["max_ms"] < 60_000, figure
     assert record["alice_socket_drops"] == 0  # only Bob's socket was cut
+
+
+def test_redis_capacity() -> None:
+    record = run_smoke("redis_capacity")
+    per_redis = record["per_redis"]
+    for system in ("ours", "seed"):
+        assert per_redis[system]["pushes_sent"] == 200
+        assert per_redis[system]["redis_cpu_us_per_push"] is not None
+    assert per_redis["ratio"]["pushes_per_s"] > 0
+    shards = record["shards"]
+    assert shards["ours-2-shards"]["delivered"] == shards["ours-2-shards"]["expected"] > 0
+    # Both shards carried pushes.
+    assert len(shards["ours-2-shards"]["redis_cpu_us_per_push_by_shard"]) == 2
