@@ -332,6 +332,34 @@ def test_a_new_history_is_delivered_from_its_first_message(
     page.close()
 
 
+def test_a_new_epoch_that_continues_the_page_s_history_loses_and_repeats_nothing(
+    daphne_server,
+    browser,  # noqa: F811
+    redis_client,
+):
+    topic = "room.pushjs-failover"
+    page, page_errors = open_page(browser, daphne_server)
+    listen(page, topic)
+    push_from_thread(topic, 0)
+    push_from_thread(topic, 1)
+    wait_received(page, topic, 2)
+    old = frames(page, "inbound", topic, "subscribed")[0]
+
+    # As after a Redis failover (ws/failover.py): the topic was last written in an earlier
+    # generation, so its next push opens a new epoch that carries on from seq 2.
+    redis_client.hset(f"push:{{{topic}}}", "g", "an-earlier-generation")
+    push_from_thread(topic, 2)
+    push_from_thread(topic, 3)
+    wait_received(page, topic, 4)
+    assert received(page, topic) == [0, 1, 2, 3]
+    told = frames(page, "inbound", topic, "subscribed")[-1]
+    assert told["continues"] == old["epoch"] != told["epoch"]
+    assert page.evaluate("(topic) => client._topics.get(topic).epoch", topic) == told["epoch"]
+    assert page.evaluate("resets") == []
+    assert page_errors == []
+    page.close()
+
+
 def test_refused_credentials_are_retried_a_few_times_then_the_client_stops(
     daphne_server,
     browser,  # noqa: F811
