@@ -188,7 +188,7 @@ except ValueError as error:
 # A Redis request that meets a dropped connection (Redis restarted, failed over) is sent
 # again on a new one this many times, with exponential backoff and jitter up to
 # REDIS_RETRY_BACKOFF_S (project/redis_options.py says why). Past that, a socket's request
-# is answered with the retryable error 1013 and the client tries again.
+# is answered with the retryable error 4503 and the client tries again.
 REDIS_RETRIES = env_int("REDIS_RETRIES", 3, minimum=0)
 REDIS_RETRY_BACKOFF_S = env_float("REDIS_RETRY_BACKOFF_S", 0.5, minimum=0.001)
 
@@ -222,6 +222,9 @@ PUSH_REPLAY_LIMIT = env_int("PUSH_REPLAY_LIMIT", 100)
 PUSH_LAYER_CHECK_S = env_float("PUSH_LAYER_CHECK_S", 2.0)
 # How long a pushing task waits for Redis in its own process before Celery's retry.
 PUSH_TASK_PATIENCE_S = env_float("PUSH_TASK_PATIENCE_S", 30.0)
+# On SIGTERM a web process closes its sockets spread over this many seconds (1012: they
+# reconnect elsewhere and resume), then exits; 0 closes them all at once (ws/drain.py).
+PUSH_DRAIN_S = env_float("PUSH_DRAIN_S", 10.0, minimum=0)
 PUSH_MAX_SUBSCRIPTIONS = env_int("PUSH_MAX_SUBSCRIPTIONS", 100)
 PUSH_RATE_PER_S = env_float("PUSH_RATE_PER_S", 20.0)
 PUSH_RATE_BURST = env_float("PUSH_RATE_BURST", 40.0)

@@ -128,6 +128,9 @@ def child_env(test_database: str, redis_server: RedisServer) -> dict[str, str]:
     # A call's participant whose sockets went is back within this, or out: long enough
     # for a page to reload and rejoin, short enough for a test to see the grace end.
     env.setdefault("CALL_REJOIN_GRACE_S", "6")
+    # A server the tests stop with SIGTERM closes its sockets at once, as a crash would
+    # drop them; tests of the drain itself set their own (tests/e2e/test_rolling_restart.py).
+    env.setdefault("PUSH_DRAIN_S", "0")
     return env
 
 

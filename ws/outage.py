@@ -1,7 +1,7 @@
 """Redis being away, as a server process tells it: one log line per outage, not one per socket.
 
 While Redis is unreachable every socket's request that needs it fails the
-same way. Each is answered with the retryable error ``1013`` (clients try
+same way. Each is answered with the retryable error ``4503`` (clients try
 again with backoff), and this process's log says so once: a WARNING when the
 first request fails, and one when Redis answers again (the layer watch's next
 healthy check), with how many requests were turned away in between.
@@ -19,9 +19,10 @@ from redis.exceptions import RedisError
 
 logger = logging.getLogger("ws")
 
-# What a request that needs Redis raises while Redis is away (redis-py wraps socket errors
-# in its ConnectionError and TimeoutError; OSError covers a connect refused early on).
-REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError)
+# What a request that needs Redis raises while Redis is away: redis-py wraps socket errors
+# in its ConnectionError and TimeoutError. (Not OSError: a client that goes away while its
+# socket is set up raises one, and that is not Redis.)
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError,)
 
 TRY_AGAIN_MESSAGE = "temporarily unavailable (Redis): try again"
 
@@ -43,9 +44,9 @@ class RedisOutage:
         if self.since is None:
             self.since = time.monotonic()
             logger.warning(
-                "ws Redis unavailable (%s failed: %s); answering 1013 until it is back",
+                "ws Redis unavailable (%s failed: %s); answering 4503 until it is back",
                 what,
-                error or type(error).__name__,
+                str(error) or type(error).__name__,
             )
 
     def ended(self) -> None:
@@ -53,7 +54,7 @@ class RedisOutage:
         if self.since is None:
             return
         logger.warning(
-            "ws Redis is back after %.1f s; %d requests were answered 1013 meanwhile",
+            "ws Redis is back after %.1f s; %d requests were answered 4503 meanwhile",
             time.monotonic() - self.since,
             self.refused,
         )

@@ -34,8 +34,11 @@ class CloseCode(IntEnum):
     WRONG_ORIGIN = 1008
     TOO_LARGE = 1009
     INTERNAL_ERROR = 1011
-    # Redis is away: nothing was done; try again with backoff (WebSocket's "Try Again Later").
-    TRY_AGAIN = 1013
+    # This process is going (a deploy): reconnect now, elsewhere, and resume.
+    SERVICE_RESTART = 1012
+    # Redis is away: nothing was done; try again with backoff (like HTTP 503; WebSocket's
+    # own "Try Again Later", 1013, is one daphne cannot send: it sends 1000 and 3000-4999).
+    TRY_AGAIN = 4503
     RESYNC = 4000
     NOT_AUTHENTICATED = 4001
     FORBIDDEN = 4003
@@ -275,7 +278,7 @@ def render_authenticated(user_id: object) -> str:
 def render_error(
     code: CloseCode, message: str, topic: str | None = None, request: str | None = None
 ) -> str:
-    """An error frame; ``request`` names the op that failed (with ``1013``: send it again)."""
+    """An error frame; ``request`` names the op that failed (with ``4503``: send it again)."""
     frame: dict[str, Any] = {"op": "error", "code": int(code), "msg": message}
     if topic is not None:
         frame["topic"] = topic

@@ -7,7 +7,7 @@ shut down, started again on the same files, and half a second later new
 sockets arrive on both endpoints, each taking one path through Redis: a
 subscribe, a resume, a signed-in socket's per-user count, presence, a chat
 message (its rate limit), the seed route's join. Each client behaves as
-``push.js`` does: an answer ``1013`` (Redis away, nothing done) is tried again
+``push.js`` does: an answer ``4503`` (Redis away, nothing done) is tried again
 with backoff.
 """
 
@@ -55,7 +55,7 @@ OUTAGE_S = 3
 # The check this reproduces: new sockets arrive half a second after Redis is back.
 ARRIVE_AFTER_S = 0.5
 ANSWERED_WITHIN_S = 5
-TRY_AGAIN = 1013
+TRY_AGAIN = 4503
 BACKOFF_S = (0.1, 0.2, 0.4, 0.8)
 
 
@@ -92,9 +92,10 @@ class RestartStack:
             return sum(int(client.hget(key, "_sockets") or 0) for key in keys)
 
 
-@pytest.fixture(scope="module")
-def restart_stack(child_env, log_dir) -> Iterator[RestartStack]:
-    directory = Path(tempfile.mkdtemp(prefix="push-restart-redis-"))
+@contextlib.contextmanager
+def own_stack(child_env, log_dir, server: str, workers: int) -> Iterator[RestartStack]:
+    """A throwaway Redis and ``server`` (uvicorn or daphne) on it."""
+    directory = Path(tempfile.mkdtemp(prefix=f"push-restart-{server}-"))
     redis_server = RedisServer.start(directory, tied_to_parent=True)
     env = {
         **child_env,
@@ -103,13 +104,27 @@ def restart_stack(child_env, log_dir) -> Iterator[RestartStack]:
         "PUSH_MAX_CONNECTIONS_PER_USER": "50",
         "CHAT_RATE_MESSAGES": "100",
     }
-    server = WebServer(
-        env, log_dir, free_port(), "uvicorn", workers=SERVER_PROCESSES, name="uvicorn-restart"
-    )
-    yield RestartStack(redis_server, server)
-    server.stop()
-    redis_server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    web = WebServer(env, log_dir, free_port(), server, workers=workers, name=f"{server}-restart")
+    try:
+        yield RestartStack(redis_server, web)
+    finally:
+        web.stop()
+        redis_server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def restart_stack(child_env, log_dir) -> Iterator[RestartStack]:
+    """uvicorn with two processes, as ``make run`` with ``WEB_CONCURRENCY=2``."""
+    with own_stack(child_env, log_dir, "uvicorn", SERVER_PROCESSES) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def daphne_restart_stack(child_env, log_dir) -> Iterator[RestartStack]:
+    """daphne, the seed's server (it sends close codes 1000 and 3000-4999 only)."""
+    with own_stack(child_env, log_dir, "daphne", 1) as stack:
+        yield stack
 
 
 @dataclass
@@ -128,9 +143,9 @@ Ask = Callable[[ClientConnection, Arrival], Awaitable[bool]]
 async def until_answered(
     arrival: Arrival, connect: Callable[[], Awaitable[ClientConnection]], ask: Ask
 ) -> None:
-    """Connect and ask as push.js would: a ``1013`` (frame or close) is tried again later.
+    """Connect and ask as push.js would: a ``4503`` (frame or close) is tried again later.
 
-    ``ask`` sends its request and returns True when answered, False on a ``1013``
+    ``ask`` sends its request and returns True when answered, False on a ``4503``
     frame (the socket stays); any other error frame fails the test.
     """
     started = time.monotonic()
@@ -231,7 +246,7 @@ async def test_sockets_arriving_just_after_a_restart_are_all_served_on_every_pat
 
     async def seed_greeted(socket: ClientConnection, arrival: Arrival) -> bool:
         greeting = json.loads(await socket.recv())
-        if greeting.get("code") == TRY_AGAIN:  # the close 1013 follows
+        if greeting.get("code") == TRY_AGAIN:  # the close 4503 follows
             await socket.recv()
         assert greeting["msg"] == "heartbeat", greeting
         return True
@@ -306,8 +321,11 @@ async def test_sockets_arriving_just_after_a_restart_are_all_served_on_every_pat
     )
 
 
-async def test_requests_while_redis_is_away_are_answered_1013_and_logged_once(restart_stack):
-    stack = restart_stack
+@pytest.mark.parametrize("stack_fixture", ["restart_stack", "daphne_restart_stack"])
+async def test_requests_while_redis_is_away_are_answered_4503_and_logged_once(
+    stack_fixture, request
+):
+    stack = request.getfixturevalue(stack_fixture)
     ws_url, origin = stack.server.ws_url("/ws/"), stack.server.origin
     held = await open_socket(ws_url, origin)
     await held.send(json.dumps({"op": "ping"}))
@@ -352,14 +370,14 @@ async def test_requests_while_redis_is_away_are_answered_1013_and_logged_once(re
     answer = await until_subscribed(held, "broadcast")
     assert answer["op"] == "subscribed"
     log = stack.server.log_since(log_offset)
-    print(f"\naway: a subscribe was answered 1013 after {answered_after_s:.2f}s")
+    print(f"\naway: a subscribe was answered 4503 after {answered_after_s:.2f}s")
     # One line per server process that met the outage, not one per request or socket.
     assert 1 <= log.count("ws Redis unavailable") <= SERVER_PROCESSES, log
     assert stack.server.failures_since(log_offset) == []
 
 
 async def until_subscribed(socket: ClientConnection, topic: str) -> dict[str, Any]:
-    """Subscribe, again after each ``1013``, as push.js does; the ``subscribed`` frame."""
+    """Subscribe, again after each ``4503``, as push.js does; the ``subscribed`` frame."""
     for pause in (*BACKOFF_S, *BACKOFF_S[-1:] * 10):
         await socket.send(json.dumps({"op": "subscribe", "topic": topic}))
         answer = await recv_until(socket, answer_of(topic, ("subscribed",)), timeout=30)
@@ -375,7 +393,7 @@ def test_pages_open_during_an_outage_show_their_data_once_redis_is_back(
     browser,  # noqa: F811
 ):
     """One page was open before Redis stopped and subscribes during the outage (its
-    subscribe is answered 1013); one opens during it (its socket is closed 1013). Once
+    subscribe is answered 4503); one opens during it (its socket is closed 4503). Once
     Redis is back, push.js has tried again on both, and both show data, no reload."""
     stack = restart_stack
     sales = sales_payload(5, timedelta(seconds=30))

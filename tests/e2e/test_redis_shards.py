@@ -4,7 +4,7 @@ channels-redis puts each group's pub/sub channel on one of its hosts by a hash
 of the channel's name; the publisher keeps the topic's numbering and history
 on that same host, so its one script still numbers, stores and publishes
 atomically. Presence lives where its topic does. When one shard stops, only the
-topics on it wait (their subscribes are answered ``1013``); the others carry on.
+topics on it wait (their subscribes are answered ``4503``); the others carry on.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ async def test_topics_live_on_their_shard_and_one_shard_down_stops_only_its_topi
         assert (answer["op"], answer["recovered"]) == ("subscribed", True)
         assert await next_data(late, topic) == 2
 
-    # Shard B stops: shard A's topics carry on; a subscribe to one of B's is answered 1013.
+    # Shard B stops: shard A's topics carry on; a subscribe to one of B's is answered 4503.
     stack.shards[1].stop()
     try:
         started = time.monotonic()
@@ -149,7 +149,7 @@ async def test_topics_live_on_their_shard_and_one_shard_down_stops_only_its_topi
         other_a = topic_on(0, "room.shard-other-{}")
         assert (await subscribe(late, other_a))["op"] == "subscribed"
         refused = await subscribe(late, topic_on(1, "room.shard-other-{}"))
-        assert (refused["op"], refused["code"], refused["request"]) == ("error", 1013, "subscribe")
+        assert (refused["op"], refused["code"], refused["request"]) == ("error", 4503, "subscribe")
     finally:
         stack.shards[1].launch()
 

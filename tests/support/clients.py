@@ -99,7 +99,7 @@ async def frames_until_closed(
     return frames, received.code if received is not None else None
 
 
-TRY_AGAIN = 1013  # ws.protocol.CloseCode.TRY_AGAIN: Redis was away, nothing was done
+TRY_AGAIN = 4503  # ws.protocol.CloseCode.TRY_AGAIN: Redis was away, nothing was done
 RETRY_BACKOFF_S = (0.1, 0.2, 0.4, 0.8)
 
 
@@ -108,7 +108,7 @@ async def subscribe_when_served(
 ) -> tuple[ClientConnection, dict[str, Any]]:
     """Open a socket and subscribe to ``topic`` as push.js does while Redis is away.
 
-    An error frame ``1013`` sends the subscribe again, a close ``1013`` opens a new
+    An error frame ``4503`` sends the subscribe again, a close ``4503`` opens a new
     socket, each after a backoff; any other refusal fails. Returns the socket and
     its ``subscribed`` frame.
     """

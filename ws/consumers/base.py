@@ -21,6 +21,8 @@ from django.conf import settings
 from ws._publisher import PUSH_EVENT_TYPE
 from ws.consumers.dispatch import dispatch_in_turn
 from ws.consumers.identity import IdentityMixin
+from ws.drain import REASON as DRAIN_REASON
+from ws.drain import drain
 from ws.limits import FrameRate
 from ws.outage import REDIS_UNAVAILABLE, TRY_AGAIN_MESSAGE, redis_outage
 from ws.protocol import CloseCode, ProtocolError, frame_too_large
@@ -56,10 +58,21 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
         return describe_client(self.scope, self.user)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Channels' ``AsyncConsumer.__call__`` with a lighter event loop (``dispatch_in_turn``)."""
+        """Channels' ``AsyncConsumer.__call__`` with a lighter event loop (``dispatch_in_turn``).
+
+        The drain counts the socket from here to its end (a process that is going
+        exits once its sockets are gone).
+        """
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
+        drain.register(self)
+        try:
+            await self._serve(receive)
+        finally:
+            drain.unregister(self)
+
+    async def _serve(self, receive: Any) -> None:
         try:
             self.channel_name = await self.channel_layer.new_channel()
         except REDIS_UNAVAILABLE as error:  # the layer subscribes each socket's channel
@@ -71,19 +84,25 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
             await dispatch_in_turn([receive, self.channel_receive], self.dispatch)
 
     async def turn_away(self, receive: Any) -> None:
-        """Redis is away as the socket opens: accept it and close ``1013`` (try again)."""
+        """Redis is away as the socket opens: accept it and close ``4503`` (try again)."""
         if (await receive()).get("type") != "websocket.connect":
             return
         await self.accept()
         await self.refuse_and_close(CloseCode.TRY_AGAIN, TRY_AGAIN_MESSAGE)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        """``connect()``; a request to Redis failing in it closes ``1013``, not ``1011``."""
+        """``connect()``; a request to Redis failing in it closes ``4503``, not ``1011``.
+
+        A socket accepted while this process drains (it is going) is closed at once,
+        to reconnect to another process.
+        """
         try:
             await super().websocket_connect(message)
         except REDIS_UNAVAILABLE as error:
             redis_outage.noticed(error, "a connect")
             await self.refuse_and_close(CloseCode.TRY_AGAIN, TRY_AGAIN_MESSAGE)
+        if not self.closing and not drain.admit(self):
+            await self.close(code=drain.close_code, reason=DRAIN_REASON)
 
     async def without_redis_if_away(self, what: str, step: Awaitable[Any]) -> None:
         """Await a clean-up ``step``; if Redis is away, count it in the outage and go on.

@@ -36,16 +36,21 @@
  * connection proves healthy: its first "subscribed", "authenticated" or "pong"
  * (not merely open: a server that accepts and then refuses must not be hammered).
  * Close codes:
+ *   1012 restarting    the server process is going (a deploy; it closes its sockets
+ *                      spread over PUSH_DRAIN_S): reconnect within minDelayMs (at a
+ *                      random point) and resume, reaching another process, when the
+ *                      connection was healthy; with backoff otherwise.
  *   4000 resync        reconnect at once (within minDelayMs / 4) and resume, when
- *                      the connection was healthy; with backoff otherwise.
+ *                      the connection was healthy; with backoff otherwise. daphne
+ *                      sends it instead of 1012 when it restarts.
  *   4429 rate limited  wait about maxDelayMs before the next try.
- *   1013 try again     Redis was away as the socket opened: reconnect with backoff.
+ *   4503 try again     Redis was away as the socket opened: reconnect with backoff.
  *   4001, 4003, 1008   refusals: retried (a token function is asked again each
  *                      time: tokens expire) until maxRefusals come in a row
  *                      without a healthy connection between; then the state
  *                      becomes "failed" and the client stops. reconnect() tries again.
  *   anything else      reconnect with backoff.
- * An error frame with code 1013 and "request": "subscribe" (Redis was away: nothing was
+ * An error frame with code 4503 and "request": "subscribe" (Redis was away: nothing was
  * done) sends that topic's subscribe again after a backoff of its own (minDelayMs x
  * factor^n with jitter, capped at maxDelayMs), until it is answered; the socket stays.
  */
@@ -63,8 +68,9 @@
 
   // ws/protocol.py CloseCode
   const RESYNC = 4000;
+  const SERVICE_RESTART = 1012;
   const RATE_LIMITED = 4429;
-  const TRY_AGAIN = 1013;
+  const TRY_AGAIN = 4503;
   const REFUSALS = new Set([1008, 4001, 4003]);
 
   // How long to wait for the snapshot that may follow a "subscribed" frame
@@ -176,7 +182,7 @@
           epoch: null,
           pending: false,
           members: [],
-          retries: 0, // subscribes answered 1013 in a row
+          retries: 0, // subscribes answered 4503 in a row
           retryTimer: null,
         };
         this._topics.set(topic, sub);
@@ -362,6 +368,9 @@
       let delay;
       if (code === RESYNC && wasHealthy) {
         delay = (Math.random() * minDelayMs) / 4;
+      } else if (code === SERVICE_RESTART && wasHealthy) {
+        // The server is going (a deploy) and spreads its closes: come back soon, elsewhere.
+        delay = Math.random() * minDelayMs;
       } else if (code === RATE_LIMITED) {
         delay = maxDelayMs * (0.5 + Math.random() / 2);
         this._attempt += 1;
