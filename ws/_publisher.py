@@ -81,7 +81,8 @@ end
 """
 
 # KEYS[1] topic meta hash {seq, epoch, g}; KEYS[2] topic history stream; KEYS[3] the
-# record of an idempotency key; KEYS[4] the failover generation (ws/failover.py).
+# record of an idempotency key; KEYS[4] the failover generation (ws/failover.py); KEYS[5]
+# this second's push counter (pushes per second, every process counted).
 # ARGV[1] epoch for a topic that has none; ARGV[2] message body (JSON members);
 # ARGV[3] layer channel of the group; ARGV[4] topic; ARGV[5] history size;
 # ARGV[6] event type; ARGV[7] time in ms; ARGV[8] seconds an idle history is kept;
@@ -110,6 +111,8 @@ redis.call('PUBLISH', ARGV[3], cmsgpack.pack({
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[3], seq .. ':' .. epoch, 'EX', ARGV[10])
 end
+redis.call('INCR', KEYS[5])
+redis.call('EXPIRE', KEYS[5], 120)
 return {seq, epoch}
 """
 )
@@ -210,11 +213,16 @@ def _meta_keys(topic: str) -> list[str]:
 
 @dataclass(frozen=True)
 class PublishCall:
-    """The publish script's keys and arguments for one push, and its rate counter."""
+    """The publish script's keys and arguments for one push.
+
+    One command per push: the script also counts it (pushes per second). Not in a
+    pipeline, where redis-py asks ``SCRIPT EXISTS`` before every execute, a round
+    trip more than the push itself; a bare ``EVALSHA`` loads the script only when
+    Redis answers ``NOSCRIPT`` (a new or restarted server).
+    """
 
     keys: list[str]
     args: list[Any]
-    rate_key: str
 
     @classmethod
     def make(
@@ -233,13 +241,9 @@ class PublishCall:
             key,
             settings.PUSH_HISTORY_TTL_S,
         ]
-        keys = [*_meta_keys(topic), f"push:{{{topic}}}:k:{key}", GENERATION_KEY]
-        return cls(keys, args, f"{_RATE_KEY}:{int(now)}")
-
-    def count(self, pipe: Any) -> None:
-        """Add the push to its second's count, in the same pipeline (pushes per second)."""
-        pipe.incr(self.rate_key)
-        pipe.expire(self.rate_key, 120)
+        rate_key = f"{_RATE_KEY}:{int(now)}"
+        keys = [*_meta_keys(topic), f"push:{{{topic}}}:k:{key}", GENERATION_KEY, rate_key]
+        return cls(keys, args)
 
 
 @dataclass(frozen=True)
@@ -381,10 +385,7 @@ class Publisher:
         retention = retention or _default_retention()
         shard, channel = self._route(group)
         call = PublishCall.make(topic, channel, body, key, retention)
-        async with shard.client.pipeline(transaction=False) as pipe:
-            await _script_on(shard, _PUBLISH_LUA)(keys=call.keys, args=call.args, client=pipe)
-            call.count(pipe)
-            (seq, epoch), _, _ = await pipe.execute()
+        seq, epoch = await _script_on(shard, _PUBLISH_LUA)(keys=call.keys, args=call.args)
         return Position(int(seq), _text(epoch))
 
     async def resume(

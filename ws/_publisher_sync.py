@@ -5,7 +5,7 @@ loop and wait for it: two thread wake-ups per push, which cost more than the
 Redis round trip itself (a worker managed about 2,000 pushes a second). Here
 the calling thread talks to Redis directly, through one redis-py client per
 process (a thread-safe pool, rebuilt after a fork), sending the same Lua
-script as the async path and counting the push in the same round trip. So the
+script as the async path (one command per push, the count included). So the
 numbering, history, idempotency and wire format are exactly those of
 ``Publisher.publish``.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 from channels_redis.utils import _consistent_hash
@@ -73,11 +72,7 @@ class SyncPublisher:
         channel = group_channel(shards.prefix, group)
         index = _consistent_hash(channel, len(shards.clients))
         call = PublishCall.make(topic, channel, body, key, retention)
-        with shards.clients[index].pipeline(transaction=False) as pipe:
-            shards.scripts[index](keys=call.keys, args=call.args, client=pipe)
-            call.count(pipe)
-            answers: list[Any] = pipe.execute()
-        seq, epoch = answers[0]
+        seq, epoch = shards.scripts[index](keys=call.keys, args=call.args)
         return Position(int(seq), _text(epoch))
 
 

@@ -21,6 +21,8 @@ from tests.support.call_pages import (
 )
 from tests.support.users import make_user
 
+pytestmark = pytest.mark.media
+
 
 @pytest.mark.django_db(transaction=True)
 def test_a_one_to_one_call_carries_audio_both_ways_and_hang_up_ends_it_on_both_pages(

@@ -33,7 +33,7 @@ from tests.support.processes import server_with_settings
 from tests.support.turn import turn_server  # noqa: F401
 from tests.support.users import make_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
 
 
 def live_call(slug: str) -> tuple[int, str, list[str]]:

@@ -34,6 +34,8 @@ from ws import topics
 from ws._publisher import Publisher
 from ws.protocol import encode_body
 
+pytestmark = pytest.mark.faults
+
 CLIENTS = 20
 PUSH_INTERVAL_S = 0.05
 RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.4)

@@ -46,7 +46,7 @@ from ws import topics
 from ws._publisher import Publisher
 from ws.protocol import encode_body
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
 SERVER_PROCESSES = 2
 SUBSCRIBERS = 200

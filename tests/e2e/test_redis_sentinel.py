@@ -42,6 +42,8 @@ from ws import topics
 from ws._publisher import Publisher
 from ws.protocol import encode_body
 
+pytestmark = pytest.mark.faults
+
 SOCKETS_PER_SERVER = 20
 PUSHES = 160
 PUSHES_PER_S = 20

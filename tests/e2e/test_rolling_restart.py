@@ -66,6 +66,8 @@ from ws import topics
 from ws._publisher import Publisher
 from ws.protocol import encode_body
 
+pytestmark = pytest.mark.faults
+
 TOPICS = [f"room.rolling-{index}" for index in range(10)]
 PUSHES_PER_S = 20
 # Long enough that the workers taking the reconnects (one of them new) keep up on two

@@ -25,6 +25,8 @@ from ws._publisher import Position, Publisher
 from ws.failover import GENERATION_KEY
 from ws.protocol import encode_body
 
+pytestmark = pytest.mark.faults
+
 TOPIC = "room.failover"
 
 
