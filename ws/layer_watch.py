@@ -9,9 +9,10 @@ stay open and hear nothing about it.
 
 One watch per server process checks every ``PUSH_LAYER_CHECK_S``:
 
-- a probe message published to a group of the watch's own, on every shard,
-  must come back through the layer (the subscription connection is live and
-  subscribed: redis-py resubscribes all channels in one command), and
+- a probe message published to a group of the watch's own on every shard
+  must come back through the layer, every one of them (the subscription
+  connection is live and subscribed: redis-py resubscribes all channels in one
+  command; a shard whose probe does not come back is made to reconnect), and
 - the layer's epoch key, set once with a random value, must still hold the
   value seen last (a flush or an empty restart removes it).
 
@@ -20,6 +21,12 @@ consumer of the process gets a ``push.catchup`` event: it asks Redis where
 each of its topics stands and sends its socket what it missed (a replay, or
 a reset). So a restart or flush is repaired within about two check periods
 of Redis answering again.
+
+An outage shorter than a check period can fall between two checks, while what
+was published before the layer's subscription came back is still lost. So the
+watch also hears of every reconnect of the layer's pub/sub connections
+(redis-py's connect callbacks, which is how redis-py itself resubscribes) and
+sends the same catch-up at once.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import contextlib
 import logging
 import os
 import secrets
+import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -65,7 +73,11 @@ class LayerWatch:
         self.channel = ""
         self.groups: list[str] = []
         self.token = ""
+        # The probe groups (one per shard) whose probe has not come back yet.
+        self.awaited: set[str] = set()
         self.answered = asyncio.Event()
+        # The layer's pub/sub connections whose reconnects we hear of.
+        self.heard: weakref.WeakSet[Any] = weakref.WeakSet()
 
     async def run(self) -> None:
         while True:
@@ -82,6 +94,7 @@ class LayerWatch:
         try:
             while True:
                 await asyncio.sleep(self.interval)
+                self.hear_reconnects()
                 now = await self.check()
                 if now is None:
                     if healthy:
@@ -101,6 +114,22 @@ class LayerWatch:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
+    def hear_reconnects(self) -> None:
+        """Have each pub/sub connection of the layer call ``reconnected`` when it reconnects.
+
+        channels-redis makes a connection per shard on first use and keeps it; redis-py
+        calls its connect callbacks on every (re)connect, after its own resubscribe.
+        """
+        for shard in self.layer._shards:
+            connection = getattr(getattr(shard, "_pubsub", None), "connection", None)
+            if connection is not None and connection not in self.heard:
+                connection.register_connect_callback(self.reconnected)
+                self.heard.add(connection)
+
+    def reconnected(self, connection: Any) -> None:
+        """A pub/sub connection of the layer is back: what was published meanwhile is lost."""
+        self.catch_up("the channel layer reconnected to Redis")
+
     def _probe_groups(self) -> list[str]:
         """One group of our own on each shard of the layer."""
         shards = len(self.layer._shards)
@@ -118,7 +147,9 @@ class LayerWatch:
         while True:
             event = await self.layer.receive(self.channel)
             if event.get("token") == self.token:
-                self.answered.set()
+                self.awaited.discard(event.get("group", ""))
+                if not self.awaited:
+                    self.answered.set()
 
     async def _epochs(self) -> tuple[str, ...] | None:
         try:
@@ -136,15 +167,37 @@ class LayerWatch:
         if epochs is None:
             return None
         self.token = secrets.token_hex(8)
+        self.awaited = set(self.groups)
         self.answered.clear()
         try:
-            event = {"type": PROBE_EVENT, "token": self.token}
             for group in self.groups:
-                await publisher.arun(lambda group=group: publisher.send_event(group, event))
+                event = {"type": PROBE_EVENT, "token": self.token, "group": group}
+                await publisher.arun(lambda g=group, e=event: publisher.send_event(g, e))
             await asyncio.wait_for(self.answered.wait(), timeout=self.interval)
         except (RedisError, OSError, TimeoutError):
+            await self.revive_subscriptions()
             return None
         return epochs
+
+    async def revive_subscriptions(self) -> None:
+        """Have every shard's pub/sub connection that lost its server connect again.
+
+        channels-redis reconnects a shard's subscription only when it sends that shard
+        a command (a subscribe to a channel not yet subscribed, say): a shard whose
+        channels are all subscribed already may stay unsubscribed after its Redis came
+        back. A PING through the subscription makes redis-py reconnect it and
+        resubscribe every channel (then ``reconnected`` sends the catch-up). One
+        that still cannot connect is tried again at the next failed check.
+        """
+        for shard in self.layer._shards:
+            pubsub = getattr(shard, "_pubsub", None)
+            if pubsub is None or not pubsub.subscribed:
+                continue
+            try:
+                async with shard._lock:
+                    await pubsub.ping()
+            except (RedisError, OSError):
+                continue
 
     async def write_census(self) -> None:
         """This process's socket counts, for readers in every process (ws/census.py)."""

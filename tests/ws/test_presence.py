@@ -70,11 +70,12 @@ async def member_socket(server: DaphneServer, cookie: str | None) -> ClientConne
 
 
 async def join(socket: ClientConnection, topic: str) -> list[str]:
-    """Subscribe; the names in the ``presence`` frame that follows ``subscribed``."""
+    """Subscribe; the names in the ``presence`` frame that follows ``subscribed``, sorted."""
     assert (await subscribe(socket, topic))["op"] == "subscribed"
     frame = await recv_until(socket, lambda f: f.get("op") == "presence")
     assert frame["topic"] == topic
-    return [member["name"] for member in frame["members"]]
+    # Members come ordered by id ("user:10" before "user:9"): compare names as a set.
+    return sorted(member["name"] for member in frame["members"])
 
 
 async def changes_until(
