@@ -1,6 +1,10 @@
 """Redis capacity: what one Redis takes per push, and what two shards carry under a stack.
 
-Two measurements, ours and the seed's setup as written, in one run:
+Three measurements; the seed's setup as written is measured beside ours where it has
+the same path:
+
+0. ``fan_out``: Redis's CPU per ``push()`` with 0, 4 and 16 processes subscribed to the
+   topic's channel: what each more web process watching a topic costs Redis per push.
 
 1. ``per_redis``: 20 sockets in one room (ours on two uvicorn processes, so the room's
    pub/sub channel has two subscribers; the seed's 20 channels are members of its
@@ -91,6 +95,66 @@ def per_redis(system: str, publishers: int, pushes: int) -> dict[str, Any]:
     }
 
 
+def _drain(subscriber: Any, stop: threading.Event) -> None:
+    """Read what a subscriber gets until ``stop``, as a web process's reader does."""
+    while not stop.is_set():
+        subscriber.get_message(timeout=0.05)
+
+
+def fan_out(subscriber_counts: list[int], pushes: int) -> dict[str, Any]:
+    """Redis CPU per push against how many processes subscribe to the topic's channel.
+
+    Each subscriber is a redis-py pub/sub connection of this process on the room's
+    group channel, as a web process holding a socket of the room has one; pushes
+    are ``push()`` from this process. The growth per subscriber is what one more web
+    process watching a topic costs Redis for each of its pushes.
+    """
+    import redis
+
+    with Stack("ours", server=False) as stack:
+        stack.use_in_this_process()
+        from ws import topics
+        from ws._publisher import group_channel
+        from ws.push import push
+
+        topic = topics.seed_room_topic(ROOM)
+        channel = group_channel("asgi", topics.group_name(topic))
+        assert stack.redis is not None
+        admin = redis.Redis.from_url(stack.redis.url)
+        runs = []
+        for count in subscriber_counts:
+            subscribers = [redis.Redis.from_url(stack.redis.url).pubsub() for _ in range(count)]
+            for subscriber in subscribers:
+                subscriber.subscribe(channel)
+            stop = threading.Event()
+
+            readers = [
+                threading.Thread(target=_drain, args=(subscriber, stop))
+                for subscriber in subscribers
+            ]
+            for reader in readers:
+                reader.start()
+            before = admin.info("cpu")
+            for n in range(pushes):
+                push(topic, {"n": n, "pad": "x" * 100})
+            after = admin.info("cpu")
+            stop.set()
+            for reader in readers:
+                reader.join()
+            for subscriber in subscribers:
+                subscriber.close()
+            used = sum(after[k] - before[k] for k in ("used_cpu_sys", "used_cpu_user"))
+            runs.append(
+                {"subscribers": count, "redis_cpu_us_per_push": round(used * 1e6 / pushes, 1)}
+            )
+        admin.close()
+    first, last = runs[0], runs[-1]
+    growth = (last["redis_cpu_us_per_push"] - first["redis_cpu_us_per_push"]) / max(
+        1, last["subscribers"] - first["subscribers"]
+    )
+    return {"pushes": pushes, "runs": runs, "redis_cpu_us_per_subscriber": round(growth, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--publishers", type=int, default=2)
@@ -110,6 +174,8 @@ def main() -> None:
     raise_nofile_limit()
 
     record: dict[str, Any] = {"bench": "redis_capacity"}
+    note("fan_out: Redis CPU per push against subscribed processes")
+    record["fan_out"] = fan_out([0, 4, 16], 200 if options.smoke else 3000)
     by_system = {}
     for system in ("ours", "seed"):
         note(f"per_redis: {system}")

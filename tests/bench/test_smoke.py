@@ -146,6 +146,7 @@ def test_call_recovery() -> None:
 
 def test_redis_capacity() -> None:
     record = run_smoke("redis_capacity")
+    assert [run["subscribers"] for run in record["fan_out"]["runs"]] == [0, 4, 16]
     per_redis = record["per_redis"]
     for system in ("ours", "seed"):
         assert per_redis[system]["pushes_sent"] == 200
