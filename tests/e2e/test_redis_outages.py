@@ -19,20 +19,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-from django.test import override_settings
-from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection
 
 from project.redis_server import RedisServer, free_port
 from tests.support.clients import open_socket, subscribe
 from tests.support.processes import CeleryWorker, DaphneServer
-from ws import topics
-from ws._publisher import Publisher
-from ws.protocol import encode_body
+from tests.support.pushing import KeyedPusher
 
 pytestmark = pytest.mark.faults
 
@@ -45,30 +42,14 @@ RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.4)
 class OwnStack:
     redis: RedisServer
     daphne: DaphneServer
-    publisher: Publisher = field(default_factory=Publisher)
+    pusher: KeyedPusher = field(init=False)
 
-    def push(self, topic: str, n: int) -> None:
-        """Push ``n`` to ``topic``, retrying with backoff while Redis is away.
+    def __post_init__(self) -> None:
+        self.pusher = KeyedPusher([self.redis.url])
 
-        Keyed, like the publish task: a push whose reply was lost is not made twice.
-        """
-        group, body = topics.group_name(topic), encode_body(n, "success", 200)
-        layers = {
-            "default": {
-                "BACKEND": "ws.layer.PushChannelLayer",
-                "CONFIG": {"hosts": [self.redis.url]},
-            }
-        }
-        for attempt in range(200):
-            try:
-                with override_settings(CHANNEL_LAYERS=layers):
-                    self.publisher.run(
-                        lambda: self.publisher.publish(topic, group, body, key=f"{topic}:{n}")
-                    )
-                return
-            except (RedisError, OSError):
-                time.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
-        raise AssertionError(f"push {n} never went through")
+    def push(self, topic: str, n: Any) -> None:
+        """Push ``n`` to ``topic`` (keyed), again with backoff while Redis is away."""
+        self.pusher.push_until_done(topic, n)
 
 
 @pytest.fixture(scope="module")

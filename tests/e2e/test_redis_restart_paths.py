@@ -29,8 +29,6 @@ from typing import Any
 
 import pytest
 import redis
-from django.test import override_settings
-from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -40,11 +38,9 @@ from tests.support.browser import browser, in_plain_thread  # noqa: F401 - brows
 from tests.support.clients import open_socket, recv_until
 from tests.support.dashboard_pages import WAIT_MS, open_dashboard, sales_payload, wait_for_data
 from tests.support.processes import WebServer
+from tests.support.pushing import KeyedPusher
 from tests.support.users import in_thread, session_cookie
 from tests.support.waiting import poll_until
-from ws import topics
-from ws._publisher import Publisher
-from ws.protocol import encode_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
@@ -63,27 +59,14 @@ BACKOFF_S = (0.1, 0.2, 0.4, 0.8)
 class RestartStack:
     redis: RedisServer
     server: WebServer
-    publisher: Publisher = field(default_factory=Publisher)
+    pusher: KeyedPusher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pusher = KeyedPusher([self.redis.url])
 
     def push(self, topic: str, n: Any, msg: str = "success") -> None:
-        """Push ``n`` (keyed, as the publish task does), retrying while Redis is away."""
-        group, body = topics.group_name(topic), encode_body(n, msg, 200)
-        layers = {
-            "default": {
-                "BACKEND": "ws.layer.PushChannelLayer",
-                "CONFIG": {"hosts": [self.redis.url]},
-            }
-        }
-        for attempt in range(300):
-            try:
-                with override_settings(CHANNEL_LAYERS=layers):
-                    self.publisher.run(
-                        lambda: self.publisher.publish(topic, group, body, key=f"{topic}:{n!r}")
-                    )
-                return
-            except (RedisError, OSError):
-                time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
-        raise AssertionError(f"push {n} never went through")
+        """Push ``n`` (keyed, as the publish task does), again while Redis is away."""
+        self.pusher.push_until_done(topic, n, msg)
 
     def census_sockets(self) -> int:
         """Open sockets, as the server processes' census in Redis says."""

@@ -28,19 +28,15 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from django.test import override_settings
-from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection
 
 from project.redis_options import RedisPlace, async_client_options
 from project.redis_server import free_port
 from tests.support.clients import open_socket, subscribe, subscribe_when_served
 from tests.support.processes import CeleryWorker, WebServer
+from tests.support.pushing import KeyedPusher
 from tests.support.redis_ha import MASTER_NAME, SentinelSet, sentinel_set
 from tests.support.waiting import poll_until
-from ws import topics
-from ws._publisher import Publisher
-from ws.protocol import encode_body
 
 pytestmark = pytest.mark.faults
 
@@ -58,22 +54,11 @@ class FailoverStack:
     servers: list[WebServer]
     worker: CeleryWorker
     place: RedisPlace
-    layers: dict[str, Any]
-    publisher: Publisher = field(default_factory=Publisher)
+    pusher: KeyedPusher
 
     def push(self, topic: str, n: Any) -> None:
-        """Push ``n``, keyed, retrying while there is no master to take it."""
-        group, body = topics.group_name(topic), encode_body(n, "success", 200)
-        for attempt in range(400):
-            try:
-                with override_settings(CHANNEL_LAYERS=self.layers):
-                    self.publisher.run(
-                        lambda: self.publisher.publish(topic, group, body, key=f"{topic}:{n}")
-                    )
-                return
-            except (RedisError, OSError):
-                time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
-        raise AssertionError(f"push {n} never went through")
+        """Push ``n`` (keyed), again with backoff while there is no master to take it."""
+        self.pusher.push_until_done(topic, n)
 
 
 @pytest.fixture(scope="module")
@@ -86,18 +71,13 @@ def failover_stack(child_env, log_dir) -> Iterator[FailoverStack]:
             PUSH_LAYER_CHECK_S="1",
         )
         place = RedisPlace.from_values("", [], servers.addresses.split(","), [MASTER_NAME])
-        layers = {
-            "default": {
-                "BACKEND": "ws.layer.PushChannelLayer",
-                "CONFIG": {"hosts": place.layer_hosts(async_client_options(3, 0.5))},
-            }
-        }
+        pusher = KeyedPusher(place.layer_hosts(async_client_options(3, 0.5)))
         web = [
             WebServer(env, log_dir, free_port(), "uvicorn", name=f"uvicorn-sentinel-{n}")
             for n in range(2)
         ]
         worker = CeleryWorker(env, log_dir, f"sentinel-{os.getpid()}@localhost", "celery-sentinel")
-        yield FailoverStack(servers, web, worker, place, layers)
+        yield FailoverStack(servers, web, worker, place, pusher)
         worker.stop()
         for server in web:
             server.stop()

@@ -22,18 +22,16 @@ from pathlib import Path
 import pytest
 import redis
 from channels_redis.utils import _consistent_hash
-from django.test import override_settings
-from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection
 
 from project.redis_server import RedisServer, free_port
 from tests.chat.rooms import make_room
 from tests.support.clients import open_socket, recv_until, subscribe, subscribe_when_served
 from tests.support.processes import WebServer
+from tests.support.pushing import KeyedPusher
 from tests.support.users import in_thread, session_cookie
 from ws import topics
-from ws._publisher import Position, Publisher, group_channel
-from ws.protocol import encode_body
+from ws._publisher import Position, group_channel
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
@@ -54,25 +52,14 @@ def topic_on(shard: int, pattern: str) -> str:
 class ShardedStack:
     shards: list[RedisServer]
     server: WebServer
-    publisher: Publisher = field(default_factory=Publisher)
+    pusher: KeyedPusher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pusher = KeyedPusher([shard.url for shard in self.shards])
 
     def push(self, topic: str, n: int) -> Position:
-        group, body = topics.group_name(topic), encode_body(n, "success", 200)
-        layers = {
-            "default": {
-                "BACKEND": "ws.layer.PushChannelLayer",
-                "CONFIG": {"hosts": [shard.url for shard in self.shards]},
-            }
-        }
-        for attempt in range(300):
-            try:
-                with override_settings(CHANNEL_LAYERS=layers):
-                    return self.publisher.run(
-                        lambda: self.publisher.publish(topic, group, body, key=f"{topic}:{n}")
-                    )
-            except (RedisError, OSError):
-                time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
-        raise AssertionError(f"push {n} to {topic} never went through")
+        """Push ``n`` (keyed), again with backoff while its shard is away."""
+        return self.pusher.push_until_done(topic, n)
 
     def holds(self, shard: int, key: str) -> bool:
         with redis.Redis(port=self.shards[shard].port) as client:

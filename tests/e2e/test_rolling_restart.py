@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import override_settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -61,10 +60,8 @@ from project.redis_server import RedisServer, free_port
 from project.servers import web_argv
 from tests.support.browser import CHROMIUM_ARGS, chromium_path
 from tests.support.processes import ChildProcess, DaphneServer, WebServer, http_ok
+from tests.support.pushing import KeyedPusher
 from tests.support.waiting import poll_until
-from ws import topics
-from ws._publisher import Publisher
-from ws.protocol import encode_body
 
 pytestmark = pytest.mark.faults
 
@@ -89,28 +86,6 @@ DRAINING = re.compile(r"\[(\d+)\] ws draining: closing (\d+) sockets")
 DRAINED = re.compile(r"\[(\d+)\] ws drained in ([\d.]+) s \(([^)]*)\), (\d+) sockets left")
 
 
-@dataclass
-class Pusher:
-    """Keyed pushes from the test process to a Redis of the test's own."""
-
-    redis: RedisServer
-    publisher: Publisher = field(default_factory=Publisher)
-
-    def push(self, topic: str, n: int) -> None:
-        """Push ``n`` to ``topic``, keyed as the publish task does."""
-        group, body = topics.group_name(topic), encode_body(n, "success", 200)
-        layers = {
-            "default": {
-                "BACKEND": "ws.layer.PushChannelLayer",
-                "CONFIG": {"hosts": [self.redis.url]},
-            }
-        }
-        with override_settings(CHANNEL_LAYERS=layers):
-            self.publisher.run(
-                lambda: self.publisher.publish(topic, group, body, key=f"{topic}:{n}")
-            )
-
-
 @contextlib.contextmanager
 def own_redis() -> Iterator[RedisServer]:
     directory = Path(tempfile.mkdtemp(prefix="push-rolling-redis-"))
@@ -130,7 +105,7 @@ def uvicorn_workers(server: WebServer, since: int = 0) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def uvicorn_stack(child_env, log_dir) -> Iterator[tuple[Pusher, WebServer]]:
+def uvicorn_stack(child_env, log_dir) -> Iterator[tuple[KeyedPusher, WebServer]]:
     with own_redis() as redis_server:
         env = {**child_env, "REDIS_URL": redis_server.url, "PUSH_DRAIN_S": str(UVICORN_DRAIN_S)}
         server = WebServer(
@@ -144,14 +119,14 @@ def uvicorn_stack(child_env, log_dir) -> Iterator[tuple[Pusher, WebServer]]:
         )
         try:
             poll_until(lambda: len(uvicorn_workers(server)) == 2, 30, "two uvicorn workers")
-            yield Pusher(redis_server), server
+            yield KeyedPusher([redis_server.url]), server
         finally:
             server.stop()
 
 
 @dataclass
 class DaphnePair:
-    pusher: Pusher
+    pusher: KeyedPusher
     env: dict[str, str]
     servers: list[ChildProcess]
     ports: list[int]
@@ -171,7 +146,7 @@ def daphne_pair(child_env, log_dir) -> Iterator[DaphnePair]:
                     DaphneServer(env, log_dir, free_port(), name=f"daphne-rolling-{index}")
                 )
             ports = [server.port for server in servers]  # type: ignore[attr-defined]
-            yield DaphnePair(Pusher(redis_server), env, servers, ports)
+            yield DaphnePair(KeyedPusher([redis_server.url]), env, servers, ports)
         finally:
             for server in servers:
                 server.stop()
@@ -314,7 +289,9 @@ async def following(subscribers: list[Subscriber]) -> AsyncIterator[None]:
 
 
 async def push_through(
-    pusher: Pusher, subscribers: list[Subscriber], restart: Callable[[], Coroutine[Any, Any, Any]]
+    pusher: KeyedPusher,
+    subscribers: list[Subscriber],
+    restart: Callable[[], Coroutine[Any, Any, Any]],
 ) -> tuple[int, float]:
     """Push 20 a second, run ``restart``, push a second more; wait for every socket.
 
