@@ -42,10 +42,7 @@ RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.4)
 class OwnStack:
     redis: RedisServer
     daphne: DaphneServer
-    pusher: KeyedPusher = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pusher = KeyedPusher([self.redis.url])
+    pusher: KeyedPusher
 
     def push(self, topic: str, n: Any) -> None:
         """Push ``n`` to ``topic`` (keyed), again with backoff while Redis is away."""
@@ -58,7 +55,7 @@ def own_stack(child_env, log_dir) -> Iterator[OwnStack]:
     redis = RedisServer.start(directory, tied_to_parent=True)
     env = {**child_env, "REDIS_URL": redis.url, "PUSH_LAYER_CHECK_S": "1"}
     daphne = DaphneServer(env, log_dir, free_port(), name="daphne-outage")
-    stack = OwnStack(redis, daphne)
+    stack = OwnStack(redis, daphne, KeyedPusher([redis.url]))
     yield stack
     daphne.stop()
     redis.stop()

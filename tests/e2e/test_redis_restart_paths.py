@@ -35,7 +35,13 @@ from websockets.exceptions import ConnectionClosed
 from project.redis_server import RedisServer, free_port
 from tests.chat.rooms import make_room
 from tests.support.browser import browser, in_plain_thread  # noqa: F401 - browser: a fixture
-from tests.support.clients import open_socket, recv_until
+from tests.support.clients import (
+    RETRY_BACKOFF_S,
+    TRY_AGAIN,
+    open_socket,
+    recv_until,
+    subscribe_until_served,
+)
 from tests.support.dashboard_pages import WAIT_MS, open_dashboard, sales_payload, wait_for_data
 from tests.support.processes import WebServer
 from tests.support.pushing import KeyedPusher
@@ -51,18 +57,13 @@ OUTAGE_S = 3
 # The check this reproduces: new sockets arrive half a second after Redis is back.
 ARRIVE_AFTER_S = 0.5
 ANSWERED_WITHIN_S = 5
-TRY_AGAIN = 4503
-BACKOFF_S = (0.1, 0.2, 0.4, 0.8)
 
 
 @dataclass
 class RestartStack:
     redis: RedisServer
     server: WebServer
-    pusher: KeyedPusher = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pusher = KeyedPusher([self.redis.url])
+    pusher: KeyedPusher
 
     def push(self, topic: str, n: Any, msg: str = "success") -> None:
         """Push ``n`` (keyed, as the publish task does), again while Redis is away."""
@@ -89,7 +90,7 @@ def own_stack(child_env, log_dir, server: str, workers: int) -> Iterator[Restart
     }
     web = WebServer(env, log_dir, free_port(), server, workers=workers, name=f"{server}-restart")
     try:
-        yield RestartStack(redis_server, web)
+        yield RestartStack(redis_server, web, KeyedPusher([redis_server.url]))
     finally:
         web.stop()
         redis_server.stop()
@@ -137,14 +138,14 @@ async def until_answered(
         socket = await connect()
         try:
             while not await ask(socket, arrival):
-                await asyncio.sleep(BACKOFF_S[min(arrival.tries, len(BACKOFF_S) - 1)])
+                await asyncio.sleep(RETRY_BACKOFF_S[min(arrival.tries, len(RETRY_BACKOFF_S) - 1)])
                 arrival.tries += 1
             arrival.answered_after_s = time.monotonic() - started
             return
         except ConnectionClosed as closed:
             arrival.errors.append({"closed": closed.rcvd.code if closed.rcvd else None})
         assert arrival.errors[-1] == {"closed": TRY_AGAIN}, arrival
-        await asyncio.sleep(BACKOFF_S[min(arrival.tries, len(BACKOFF_S) - 1)])
+        await asyncio.sleep(RETRY_BACKOFF_S[min(arrival.tries, len(RETRY_BACKOFF_S) - 1)])
 
 
 def answer_of(topic: str, ops: tuple[str, ...]) -> Callable[[dict[str, Any]], bool]:
@@ -350,25 +351,13 @@ async def test_requests_while_redis_is_away_are_answered_4503_and_logged_once(
         stack.redis.launch()
 
     # Once Redis is back the same request is served, on the same socket.
-    answer = await until_subscribed(held, "broadcast")
+    answer = await asyncio.wait_for(subscribe_until_served(held, "broadcast"), 60)
     assert answer["op"] == "subscribed"
     log = stack.server.log_since(log_offset)
     print(f"\naway: a subscribe was answered 4503 after {answered_after_s:.2f}s")
     # One line per server process that met the outage, not one per request or socket.
     assert 1 <= log.count("ws Redis unavailable") <= SERVER_PROCESSES, log
     assert stack.server.failures_since(log_offset) == []
-
-
-async def until_subscribed(socket: ClientConnection, topic: str) -> dict[str, Any]:
-    """Subscribe, again after each ``4503``, as push.js does; the ``subscribed`` frame."""
-    for pause in (*BACKOFF_S, *BACKOFF_S[-1:] * 10):
-        await socket.send(json.dumps({"op": "subscribe", "topic": topic}))
-        answer = await recv_until(socket, answer_of(topic, ("subscribed",)), timeout=30)
-        if answer["op"] == "subscribed":
-            return answer
-        assert answer["code"] == TRY_AGAIN, answer
-        await asyncio.sleep(pause)
-    raise AssertionError(f"{topic} was never served")
 
 
 def test_pages_open_during_an_outage_show_their_data_once_redis_is_back(

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,10 +52,7 @@ def topic_on(shard: int, pattern: str) -> str:
 class ShardedStack:
     shards: list[RedisServer]
     server: WebServer
-    pusher: KeyedPusher = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pusher = KeyedPusher([shard.url for shard in self.shards])
+    pusher: KeyedPusher
 
     def push(self, topic: str, n: int) -> Position:
         """Push ``n`` (keyed), again with backoff while its shard is away."""
@@ -76,7 +73,7 @@ def sharded_stack(child_env, log_dir) -> Iterator[ShardedStack]:
         PUSH_LAYER_CHECK_S="1",
     )
     server = WebServer(env, log_dir, free_port(), "uvicorn", name="uvicorn-shards")
-    yield ShardedStack(shards, server)
+    yield ShardedStack(shards, server, KeyedPusher([shard.url for shard in shards]))
     server.stop()
     for shard in shards:
         shard.stop()

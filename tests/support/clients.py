@@ -117,15 +117,22 @@ async def subscribe_when_served(
         while True:
             socket = await open_socket(url, origin)
             try:
-                while True:
-                    answer = await subscribe(socket, topic)
-                    if answer["op"] == "subscribed":
-                        return socket, answer
-                    assert answer["code"] == TRY_AGAIN, answer
-                    await asyncio.sleep(RETRY_BACKOFF_S[min(tries, len(RETRY_BACKOFF_S) - 1)])
-                    tries += 1
+                return socket, await subscribe_until_served(socket, topic)
             except ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd else None
                 assert code == TRY_AGAIN, f"closed {code} while subscribing to {topic}"
             await asyncio.sleep(RETRY_BACKOFF_S[min(tries, len(RETRY_BACKOFF_S) - 1)])
             tries += 1
+
+
+async def subscribe_until_served(socket: ClientConnection, topic: str) -> dict[str, Any]:
+    """Subscribe on ``socket``, again after each error frame ``4503`` (with a backoff),
+    as push.js does; the ``subscribed`` frame. Any other refusal fails."""
+    tries = 0
+    while True:
+        answer = await subscribe(socket, topic)
+        if answer["op"] == "subscribed":
+            return answer
+        assert answer["code"] == TRY_AGAIN, answer
+        await asyncio.sleep(RETRY_BACKOFF_S[min(tries, len(RETRY_BACKOFF_S) - 1)])
+        tries += 1

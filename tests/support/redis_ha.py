@@ -110,20 +110,25 @@ def _start_sentinel(directory: Path, master_port: int) -> Sentinel:
     return Sentinel(port, process)
 
 
-@contextmanager
-def sentinel_set() -> Iterator[SentinelSet]:
-    """A master, a replica of it and three sentinels watching them, ready to fail over."""
-    directory = Path(tempfile.mkdtemp(prefix="push-sentinel-"))
+def start_master_and_replica(directory: Path) -> tuple[RedisServer, RedisServer]:
+    """A Redis server, and a second one replicating it, with their files in ``directory``."""
     master = RedisServer.start(directory / "master", tied_to_parent=True)
     replica = RedisServer.start(
         directory / "replica",
         tied_to_parent=True,
         extra_args=("--replicaof", "127.0.0.1", str(master.port)),
     )
-    servers = SentinelSet(directory, master, replica)
+    return master, replica
+
+
+@contextmanager
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A master, a replica of it and three sentinels watching them, ready to fail over."""
+    directory = Path(tempfile.mkdtemp(prefix="push-sentinel-"))
+    servers = SentinelSet(directory, *start_master_and_replica(directory))
     try:
         for _ in range(3):
-            servers.sentinels.append(_start_sentinel(directory, master.port))
+            servers.sentinels.append(_start_sentinel(directory, servers.master.port))
         servers.wait_ready()
         yield servers
     finally:

@@ -19,6 +19,7 @@ import redis
 from django.test import override_settings
 
 from project.redis_server import RedisServer
+from tests.support.redis_ha import start_master_and_replica
 from tests.support.waiting import poll_until
 from ws import topics
 from ws._publisher import Position, Publisher
@@ -57,12 +58,7 @@ class Pusher:
 @pytest.fixture
 def master_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
     directory = Path(tempfile.mkdtemp(prefix="push-failover-"))
-    master = RedisServer.start(directory / "master", tied_to_parent=True)
-    replica = RedisServer.start(
-        directory / "replica",
-        tied_to_parent=True,
-        extra_args=("--replicaof", "127.0.0.1", str(master.port)),
-    )
+    master, replica = start_master_and_replica(directory)
     yield master, replica
     replica.stop()
     master.stop()

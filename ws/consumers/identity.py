@@ -20,7 +20,6 @@ from django.contrib.auth.models import AnonymousUser
 from ws import topics
 from ws.access import current_user
 from ws.limits import CONNECTION_TTL_S, claim_connection, release_connection
-from ws.outage import REDIS_UNAVAILABLE, redis_outage
 from ws.protocol import CloseCode
 from ws.tokens import BadToken, user_for_token
 
@@ -74,10 +73,10 @@ class IdentityMixin:
     async def keep_seat(self, user_id: Any) -> None:
         while True:
             await asyncio.sleep(CONNECTION_TTL_S / 3)
-            try:
-                await claim_connection(user_id, self.channel_name)
-            except REDIS_UNAVAILABLE as error:  # the claim outlives two missed refreshes
-                redis_outage.noticed(error, "refreshing a socket's claim")
+            # If Redis is away, the claim outlives two missed refreshes.
+            await self.without_redis_if_away(
+                "refreshing a socket's claim", claim_connection(user_id, self.channel_name)
+            )
 
     async def release_seat(self) -> None:
         if self.seat_refresh is not None:

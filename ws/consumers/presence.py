@@ -14,16 +14,11 @@ picture converges on the truth, whatever order events land in.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from ws import presence, topics
 from ws.protocol import render_join, render_leave, render_presence
-
-logger = logging.getLogger("ws")
 
 
 class PresenceMixin:
@@ -31,8 +26,10 @@ class PresenceMixin:
 
     channel_name: str
     user: Any
-    # PushConsumer's ``send``: declared here, not defined, so it is not shadowed.
+    # PushConsumer's ``send`` and ``without_redis_if_away``: declared here, not defined,
+    # so they are not shadowed.
     send: Callable[..., Awaitable[None]]
+    without_redis_if_away: Callable[[str, Awaitable[Any]], Awaitable[None]]
     # topic -> ids of the members this socket was told are there (presence topics only).
     presence_told: dict[str, set[str]] | None = None
 
@@ -58,11 +55,10 @@ class PresenceMixin:
         """After an unsubscribe (or a revoked subscription): leave the topic's presence."""
         if self._told().pop(name, None) is None:
             return
-        try:
-            await presence.leave(name, self.channel_name)
-        except (RedisError, OSError) as error:
-            # No longer refreshed, the entry expires and a sweep announces the leave.
-            logger.warning("ws could not leave presence of %s: %s", name, error)
+        # If Redis is away: no longer refreshed, the entry expires and a sweep announces it.
+        await self.without_redis_if_away(
+            f"leaving presence of {name}", presence.leave(name, self.channel_name)
+        )
 
     async def presence_join(self, event: dict[str, Any]) -> None:
         """Someone joined a topic: tell the socket, unless it knows already."""
