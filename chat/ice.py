@@ -52,7 +52,8 @@ def ice_servers(user: Any) -> dict[str, Any]:
     """The ``RTCConfiguration`` for ``user``'s peer connections, and when it expires.
 
     ``{"iceServers": [...], "iceTransportPolicy": "all" | "relay", "expires_at":
-    <Unix seconds or null>}``. STUN from ``CALL_ICE_SERVERS`` (unset: the TURN
+    <Unix seconds or null>, "expires_in": <seconds or null>}`` (``expires_in`` spares
+    the page from trusting its own clock). STUN from ``CALL_ICE_SERVERS`` (unset: the TURN
     servers' hosts); TURN from ``CALL_TURN_URLS`` when ``CALL_TURN_SECRET`` is
     set, with a credential made now: pages ask again on every (re)connection
     and ICE restart, so a call outliving ``CALL_TURN_TTL_S`` still gets a relay.
@@ -72,4 +73,5 @@ def ice_servers(user: Any) -> dict[str, Any]:
         "iceServers": servers,
         "iceTransportPolicy": settings.CALL_ICE_TRANSPORT_POLICY,
         "expires_at": expires_at,
+        "expires_in": None if expires_at is None else int(settings.CALL_TURN_TTL_S),
     }

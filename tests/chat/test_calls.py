@@ -509,6 +509,7 @@ def test_turn_credentials_are_the_hmac_of_a_username_that_expires_after_the_ttl(
     assert user_id == str(alice.pk)
     assert before + 600 <= int(expiry) <= after + 600
     assert body["expires_at"] == int(expiry)
+    assert body["expires_in"] == 600
     expected = hmac.new(b"s3cret", turn["username"].encode(), hashlib.sha1).digest()
     assert base64.b64decode(turn["credential"]) == expected
 
@@ -517,6 +518,7 @@ def test_turn_credentials_are_the_hmac_of_a_username_that_expires_after_the_ttl(
         "iceServers": [{"urls": ["stun:stun.example.com:3478"]}],
         "iceTransportPolicy": "all",
         "expires_at": None,
+        "expires_in": None,
     }
     assert Client().get("/chat/api/calls/ice-servers").status_code == 401
 

@@ -48,6 +48,8 @@
   const POLITE_DELAY_MS = 1500;
   // A restart not connected after this long is tried again.
   const RESTART_CHECK_MS = 5000;
+  // TURN credentials are renewed halfway through their life, never more often than this.
+  const ICE_REFRESH_MIN_MS = 1000;
   const MARKER_KEY = "chat.call"; // sessionStorage: the call this tab is in, for a reload
   const REASONS = {
     cancelled: "the caller hung up",
@@ -94,7 +96,8 @@
     let shown = null; // slug of the room on screen
     let mine = null; // {slug, callId, joining, rejoin, stream, peers: Map(id -> Peer), lost: Set, muted}
     let resume = readMarker(); // {slug, call}: the call this tab was in before a reload
-    let iceConfig = null; // {iceServers, iceTransportPolicy, expires_at}
+    let iceConfig = null; // {iceServers, iceTransportPolicy, expires_at, expires_in}
+    let iceRefreshTimer = null;
     let iceFetches = 0;
     let ringTimer = null;
     let ended = null; // why my last call ended (a reason of chat/calls.py), until the next one
@@ -342,6 +345,32 @@
       if (!answer.ok) throw new Error(`ICE servers: HTTP ${answer.status}`);
       iceConfig = await answer.json();
       iceFetches += 1;
+      scheduleIceRefresh();
+    }
+
+    // When the other side restarts ICE, our answer gathers relay candidates with the
+    // credential we hold: renew it before it runs out, for as long as we are in a call.
+    function scheduleIceRefresh() {
+      clearTimeout(iceRefreshTimer);
+      iceRefreshTimer = null;
+      if (!iceConfig || !iceConfig.expires_in) return;
+      const halfLife = Math.max(ICE_REFRESH_MIN_MS, (iceConfig.expires_in * 1000) / 2);
+      iceRefreshTimer = setTimeout(refreshIceServers, halfLife);
+    }
+
+    async function refreshIceServers() {
+      iceRefreshTimer = null;
+      if (!mine) return; // out of a call: the next join fetches its own
+      try {
+        await loadIceServers();
+      } catch (error) {
+        iceRefreshTimer = setTimeout(refreshIceServers, RESTART_GAP_MS);
+        return;
+      }
+      if (!mine) return;
+      for (const peer of mine.peers.values()) {
+        if (peer.pc.signalingState !== "closed") peer.pc.setConfiguration(rtcConfig());
+      }
     }
 
     function rtcConfig() {
