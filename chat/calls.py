@@ -63,13 +63,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import ratelimit
-from chat.models import Call, CallParticipant, Room, user_data
+from chat.models import Call, CallParticipant, Message, Room, RoomReader, user_data
 from chat.services import (
     ChatError,
     InvalidMessage,
     NotAllowed,
     RateLimited,
     check_reader,
+    post_note,
     user_by_id,
 )
 from ws import presence
@@ -89,10 +90,14 @@ __all__ = [
     "grace_over",
     "hangup",
     "invite",
+    "missed_calls",
     "participant_gone",
     "rejoin",
     "relay",
     "report_lost",
+    "ring_targets",
+    "ringing_calls",
+    "set_muted",
     "sweep_gone",
 ]
 
@@ -100,6 +105,8 @@ logger = logging.getLogger("chat")
 
 STATE_MSG = "call.state"
 LIVE = (Call.State.RINGING, Call.State.ACTIVE)
+# A ringing call that ended for these reasons was missed by those it rang.
+MISSED_REASONS = ("unanswered", "cancelled", "disconnected")
 RELAYED = ("offer", "answer", "ice")
 # Far above any real SDP; a socket's frame is at most PUSH_MAX_FRAME_BYTES anyway.
 MAX_SDP_CHARS = 60_000
@@ -139,7 +146,7 @@ def _in_call(call: Call) -> list[CallParticipant]:
 
 def _participant_data(part: CallParticipant) -> dict[str, Any]:
     status = "in_call" if part.reconnecting_since is None else "reconnecting"
-    return {**user_data(part.user), "status": status}
+    return {**user_data(part.user), "status": status, "muted": part.muted}
 
 
 def state_data(
@@ -153,7 +160,7 @@ def state_data(
     """The ``call.state`` message: where the call is, who is in it, what just happened.
 
     ``participants`` (in the order they joined, each ``in_call`` or
-    ``reconnecting``), ``lost`` (pairs of user ids whose connection was given
+    ``reconnecting``, and ``muted`` or not), ``lost`` (pairs of user ids whose connection was given
     up on) and, on a join or rejoin, ``offer_to``: ``user`` offers to each of
     these, who close any connection to ``user`` they hold and wait for its offer.
     ``tab``: which page of ``user`` joined or rejoined (its own random id), so
@@ -217,6 +224,7 @@ def _is_in(call: Call, user: Any) -> bool:
 
 
 def _end(call: Call, reason: str, *, event: str, user: Any = None) -> int:
+    was_ringing = call.state == Call.State.RINGING
     now = timezone.now()
     call.participants.filter(joined_at__isnull=False, left_at__isnull=True).update(
         left_at=now, reconnecting_since=None
@@ -224,7 +232,42 @@ def _end(call: Call, reason: str, *, event: str, user: Any = None) -> int:
     call.state, call.ended_at, call.end_reason = Call.State.ENDED, now, reason
     call.lost_links = []
     call.save(update_fields=["state", "ended_at", "end_reason", "lost_links"])
+    if was_ringing:
+        _stop_ringing(call, reason, ring_targets(call.room, call.started_by_id))
+        if reason in MISSED_REASONS:
+            _leave_missed_call_note(call)
     return _push_state(call, event=event, user=user)
+
+
+def ring_targets(room: Room, caller_id: int | None) -> list[int]:
+    """Whom a call in ``room`` rings: a members-only or direct room's members, an open
+    room's readers who asked for it (``RoomReader.ring``); never the caller."""
+    if room.open_to_signed_in:
+        found = RoomReader.objects.filter(room=room, ring=True).values_list("user_id", flat=True)
+    else:
+        found = room.members.values_list("pk", flat=True)
+    return sorted(set(found) - {caller_id})
+
+
+def _stop_ringing(call: Call, reason: str, user_ids: Iterable[int]) -> None:
+    """After commit, take the ring of ``call`` off the pages of ``user_ids``."""
+    stop = {"type": "ring_end", "call": call.pk, "room": call.room.slug, "reason": reason}
+    targets = list(user_ids)
+
+    def send() -> None:
+        for user_id in targets:
+            ephemeral(f"user.{user_id}", stop)
+
+    transaction.on_commit(send, robust=True)
+
+
+def _leave_missed_call_note(call: Call) -> None:
+    """A ringing call ended unanswered: say so in the conversation (a message row)."""
+    caller = call.started_by
+    name = caller.get_username() if caller is not None else "someone"
+    post_note(
+        call.room, caller, f"Missed call from {name}", kind=Message.Kind.MISSED_CALL, call=call
+    )
 
 
 def _forget_lost_links(call: Call, user_id: int, peers: Iterable[int] | None = None) -> None:
@@ -247,11 +290,15 @@ def _join(call: Call, user: Any, *, event: str, tab: str | None) -> int:
         raise CallFull(f"the call is full ({settings.CALL_MAX_PARTICIPANTS} participants)")
     part, _ = CallParticipant.objects.get_or_create(call=call, user=user)
     part.joined_at, part.left_at, part.declined_at = timezone.now(), None, None
-    part.reconnecting_since = None
+    part.reconnecting_since, part.muted = None, False
     part.save()
     if call.state == Call.State.RINGING and already:
         call.state, call.answered_at = Call.State.ACTIVE, timezone.now()
         call.save(update_fields=["state", "answered_at"])
+        # One-to-one: answered, it rings nobody now. A group call rings the others on
+        # (they may still join) until its ring would have timed out on their pages.
+        answered_for = ring_targets(call.room, call.started_by_id) if call.room.is_direct else []
+        _stop_ringing(call, "answered", {*answered_for, user.pk})
     offer_to = [p.user_id for p in already]
     return _push_state(call, event=event, user=user, offer_to=offer_to, tab=tab)
 
@@ -289,11 +336,20 @@ def _after_invite(call: Call, room: Room, caller: Any) -> None:
     end_unanswered_call.apply_async(
         (call.pk, call.created_at.isoformat()), countdown=settings.CALL_RING_TIMEOUT_S
     )
-    if room.open_to_signed_in:
-        return  # no member list: those listening on call.<room> see it ring
-    ring = {"type": "ring", "call": call.pk, "room": room.slug, "from": user_data(caller)}
-    for member_id in room.members.exclude(pk=caller.pk).values_list("pk", flat=True):
-        ephemeral(f"user.{member_id}", ring)
+    for user_id in ring_targets(room, caller.pk):
+        ephemeral(f"user.{user_id}", ring_data(call, room, caller))
+
+
+def ring_data(call: Call, room: Room, caller: Any) -> dict[str, Any]:
+    """The ``ring`` event a rung user's pages get on ``user.<id>``."""
+    return {
+        "type": "ring",
+        "call": call.pk,
+        "room": room.slug,
+        "room_title": str(room),
+        "direct": room.is_direct,
+        "from": None if caller is None else user_data(caller),
+    }
 
 
 def accept(user: Any, room: Room, tab: Any = None) -> int | None:
@@ -331,6 +387,7 @@ def decline(user: Any, room: Room) -> int:
             raise InvalidMessage("you are in this call: hang up instead")
         part.declined_at = timezone.now()
         part.save(update_fields=["declined_at"])
+        _stop_ringing(call, "declined", [user.pk])  # on each of their pages
         if call.state == Call.State.RINGING and _everyone_declined(call):
             return _end(call, "declined", event="decline", user=user)
         return _push_state(call, event="decline", user=user)
@@ -668,3 +725,70 @@ def current_state(user: Any, room: Room) -> dict[str, Any] | None:
     if call is None or _ring_expired(call):
         return None
     return state_data(call, event="current")
+
+
+def set_muted(user: Any, room: Room, muted: Any) -> int | None:
+    """``user`` turned their microphone off (``muted``) or on; the state push's seq.
+
+    None when nothing changed. ``InvalidMessage`` unless ``muted`` is a boolean,
+    ``NoCall`` unless ``user`` is in the room's call.
+    """
+    check_reader(user, room)
+    if not isinstance(muted, bool):
+        raise InvalidMessage('mute needs "muted": true or false')
+    with _room_locked(room) as call:
+        part = None if call is None else _participant(call, user)
+        if call is None or part is None or not part.in_call:
+            raise NoCall("you are not in this room's call")
+        if part.muted == muted:
+            return None
+        part.muted = muted
+        part.save(update_fields=["muted"])
+        return _push_state(call, event="mute", user=user)
+
+
+def _rung_rooms(user: Any) -> Any:
+    """Calls in rooms whose calls ring ``user`` (members-only rooms they are in, open rooms
+    they asked to be rung in), not started by ``user``."""
+    from django.db.models import Q
+
+    rung = Q(room__open_to_signed_in=False, room__members=user) | Q(
+        room__open_to_signed_in=True, room__readers__user=user, room__readers__ring=True
+    )
+    return Call.objects.filter(rung).exclude(started_by=user).distinct()
+
+
+def missed_calls(user: Any, limit: int = 50) -> list[dict[str, Any]]:
+    """The calls that rang ``user`` and ended with nobody answering, newest first."""
+    found = (
+        _rung_rooms(user)
+        .filter(state=Call.State.ENDED, answered_at__isnull=True, end_reason__in=MISSED_REASONS)
+        .select_related("room", "started_by")
+        .order_by("-created_at", "-id")[:limit]
+    )
+    return [
+        {
+            "id": call.pk,
+            "room": call.room.slug,
+            "room_title": str(call.room),
+            "from": None if call.started_by is None else user_data(call.started_by),
+            "at": call.created_at,
+            "ended_at": call.ended_at,
+            "reason": call.end_reason,
+        }
+        for call in found
+    ]
+
+
+def ringing_calls(user: Any) -> list[dict[str, Any]]:
+    """The rings ``user``'s pages should show now: calls ringing them they did not decline."""
+    found = (
+        _rung_rooms(user)
+        .filter(state=Call.State.RINGING)
+        .exclude(participants__user=user, participants__declined_at__isnull=False)
+        .select_related("room", "started_by")
+        .order_by("created_at")
+    )
+    return [
+        ring_data(call, call.room, call.started_by) for call in found if not _ring_expired(call)
+    ]

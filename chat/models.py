@@ -18,6 +18,8 @@ SLUG_VALIDATOR = RegexValidator(
 # Direct conversations are ``dm-<lower user id>-<higher user id>``; other rooms may
 # not take a name of that shape.
 DIRECT_PREFIX = "dm-"
+# Slugs starting with this name chat's own topics (``chat._rooms``), never a room.
+RESERVED_PREFIX = "_"
 
 
 def user_data(user: Any) -> dict[str, Any]:
@@ -69,10 +71,20 @@ class Room(models.Model):
     def clean(self) -> None:
         if not self.is_direct and self.slug.startswith(DIRECT_PREFIX):
             raise ValidationError({"slug": f"'{DIRECT_PREFIX}…' names direct conversations"})
+        if self.slug.startswith(RESERVED_PREFIX):
+            raise ValidationError({"slug": f"'{RESERVED_PREFIX}…' is kept for chat's own topics"})
 
 
 class Message(models.Model):
-    """One message in a room, stored before it is pushed (after commit)."""
+    """One message in a room, stored before it is pushed (after commit).
+
+    ``kind`` is ``text`` for what people write, ``missed_call`` for the note a
+    call nobody answered leaves (its ``call`` set, its author the caller).
+    """
+
+    class Kind(models.TextChoices):
+        TEXT = "text"
+        MISSED_CALL = "missed_call"
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     # A deleted user's messages stay in the conversation, without an author.
@@ -81,6 +93,10 @@ class Message(models.Model):
     )
     text = models.TextField()
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TEXT)
+    call = models.ForeignKey(
+        "Call", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     # The topic's seq it was pushed as, once pushed (after commit) in this process.
     seq: int | None = None
@@ -102,6 +118,8 @@ class Message(models.Model):
             "author": None if self.author is None else user_data(self.author),
             "text": self.text,
             "created_at": self.created_at,
+            "kind": self.kind,
+            "call": self.call_id,
         }
 
 
@@ -160,6 +178,8 @@ class CallParticipant(models.Model):
     declined_at = models.DateTimeField(null=True, blank=True)
     # Set while their last socket on the call's topic is gone, for CALL_REJOIN_GRACE_S.
     reconnecting_since = models.DateTimeField(null=True, blank=True)
+    # Their microphone is off (they said so): shown to the others, kept across a reload.
+    muted = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["joined_at", "id"]
@@ -173,3 +193,26 @@ class CallParticipant(models.Model):
     @property
     def in_call(self) -> bool:
         return self.joined_at is not None and self.left_at is None
+
+
+class RoomReader(models.Model):
+    """A user's place in a room: the last message they read, and whether its calls ring them.
+
+    Made when a user first marks a room read (or asks an open room to ring them).
+    Unread counts are the room's messages after ``last_read`` not written by the
+    user. Members of members-only and direct rooms are rung for every call; an
+    open room rings only its readers with ``ring`` on.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="readers")
+    last_read = models.PositiveBigIntegerField(null=True, blank=True)
+    ring = models.BooleanField(default=False, help_text="Calls in this open room ring the user.")
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["user", "room"], name="chat_room_reader_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.room_id} (read to {self.last_read})"

@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from chat.models import user_data
+from chat.rooms import OPEN_ROOMS_TOPIC
 
 
 @login_required
@@ -20,6 +21,14 @@ def index(request: HttpRequest) -> HttpResponse:
         "roomsUrl": reverse("chat:rooms"),
         "messagesUrl": reverse("chat:messages", args=["ROOM"]),
         "callUrl": reverse("chat:call", args=["ROOM"]),
+        "readUrl": reverse("chat:read", args=["ROOM"]),
+        "leaveUrl": reverse("chat:leave", args=["ROOM"]),
+        "ringUrl": reverse("chat:ring", args=["ROOM"]),
+        "peopleUrl": reverse("chat:people"),
+        "directUrl": reverse("chat:direct", args=[0]).removesuffix("0"),
+        "callsUrl": reverse("chat:calls"),
+        "openRoomsTopic": OPEN_ROOMS_TOPIC,
+        "canAddRoom": user.has_perm("chat.add_room"),
         "iceServersUrl": reverse("chat:ice-servers"),
         "ringTimeoutS": settings.CALL_RING_TIMEOUT_S,
         "iceTransportPolicy": settings.CALL_ICE_TRANSPORT_POLICY,

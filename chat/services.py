@@ -32,6 +32,7 @@ __all__ = [
     "check_reader",
     "direct_room",
     "history",
+    "post_note",
     "readable_rooms",
     "send_message",
     "send_typing",
@@ -141,14 +142,28 @@ def send_message(user: Any, room: Room, text: object) -> Message:
     return message
 
 
+def post_note(room: Room, author: Any, text: str, *, kind: str, call: Any = None) -> Message:
+    """A message the server writes (``kind``: a ``Message.Kind``), pushed after commit like any.
+
+    No membership check and no rate limit: what it says happened (a missed call).
+    """
+    message = Message.objects.create(room=room, author=author, text=text, kind=kind, call=call)
+    transaction.on_commit(lambda: _push(message))
+    return message
+
+
 def _push(message: Message) -> None:
-    """Push a committed message. Redis away: it stays in the history endpoint, logged."""
+    """Push a committed message, then its room's unread counts. Redis away: it stays in the
+    history endpoint, logged."""
+    from chat import unread
+
     try:
         message.seq = push(
             message.room.topic, message.as_data(), msg=MESSAGE_MSG, key=f"chat:{message.pk}"
         )
+        unread.after_message(message)
     except (RedisError, OSError) as error:
-        logger.warning("chat message %s stored but not pushed: %s", message.pk, error)
+        logger.warning("chat message %s stored but not all pushed: %s", message.pk, error)
 
 
 def send_typing(user: Any, room: Room) -> None:

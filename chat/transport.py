@@ -8,14 +8,16 @@ Configured in ``ChatConfig.ready`` (every process):
   message (``services.send_message``), ``{"type": "typing"}`` a typing
   indicator (``services.send_typing``). The consumer only turns ``ChatError``
   into an error frame.
+- ``chat._rooms``: open rooms made or changed (``chat.rooms``), for any signed-in
+  page to listen to.
 - ``room.<room>`` (the seed route): clients may send ``{"message": ...}`` to a
   seed room whose Room of the same slug has ``allow_client_messages``.
 - ``call.<room>``: the room's voice calls, for those who may read the room. A
   publish goes to ``call_publish`` (``{"type": "invite" | "accept" | "decline" |
-  "cancel" | "hangup" | "rejoin" | "lost" | "offer" | "answer" | "ice", ...}``,
+  "cancel" | "hangup" | "rejoin" | "lost" | "mute" | "offer" | "answer" | "ice", ...}``,
   see ``chat.calls``; an ``ice`` carries ``"candidate"`` or a batch,
   ``"candidates"``, a ``rejoin`` the peers it ``"keep"``s, a ``lost`` its
-  ``"peer"``); and when a user's last socket leaves the topic
+  ``"peer"``, a ``mute`` its ``"muted"`` flag); and when a user's last socket leaves the topic
   (``ws.hooks.presence_left``) they are reconnecting in the room's call.
 """
 
@@ -28,6 +30,7 @@ from channels.db import database_sync_to_async
 
 from chat import calls
 from chat.models import Room
+from chat.rooms import OPEN_ROOMS_TOPIC
 from chat.services import (
     ChatError,
     InvalidMessage,
@@ -80,6 +83,7 @@ _CALL_ACTIONS: dict[str, Callable[[Any, Room, dict[str, Any]], int | None]] = {
     "hangup": lambda user, room, data: calls.hangup(user, room),
     "rejoin": lambda user, room, data: calls.rejoin(user, room, data.get("keep"), data.get("tab")),
     "lost": lambda user, room, data: calls.report_lost(user, room, data.get("peer")),
+    "mute": lambda user, room, data: calls.set_muted(user, room, data.get("muted")),
 }
 # Actions that put the user (back) in the call: they need a socket on the topic.
 _JOINING = ("invite", "accept", "rejoin")
@@ -128,6 +132,10 @@ async def on_presence_left(sender: Any, topic: str, member: Any, **kwargs: Any) 
 
 def configure_topics() -> None:
     topics.configure("chat", subscribe=can_read_slug, publish=can_read_slug, on_publish=publish)
+    # Open rooms made or changed (chat.rooms): for every signed-in page, to listen only.
+    topics.declare(
+        OPEN_ROOMS_TOPIC, subscribe=topics.signed_in, publish=topics.nobody, presence=False
+    )
     topics.configure("room", publish=seed_room_accepts_messages)
     topics.configure(
         "call", subscribe=can_read_slug, publish=can_read_slug, on_publish=call_publish

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from chat import calls, ice, services
+from chat import calls, ice, people, rooms, services, unread
 from chat.models import Room, user_data
 
 View = Callable[..., JsonResponse]
@@ -53,20 +54,6 @@ def _room(user: Any, slug: str) -> Room:
     return room
 
 
-def _room_data(room: Room, user: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "slug": room.slug,
-        "title": str(room),
-        "topic": room.topic,
-        "open": room.open_to_signed_in,
-        "direct": room.is_direct,
-    }
-    if room.is_direct:
-        partner = services.direct_partner(room, user)
-        data["with"] = None if partner is None else user_data(partner)
-    return data
-
-
 def _int_param(request: HttpRequest, name: str) -> int | None:
     value = request.GET.get(name)
     if value is None or value == "":
@@ -76,12 +63,80 @@ def _int_param(request: HttpRequest, name: str) -> int | None:
     return int(value)
 
 
+def _json_body(request: HttpRequest, shape: str) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError:
+        raise services.InvalidMessage(f"body must be JSON: {shape}") from None
+    if not isinstance(body, dict):
+        raise services.InvalidMessage(f"body must be a JSON object: {shape}")
+    return body
+
+
+@require_http_methods(["GET", "POST"])
+@_api
+def room_list(request: HttpRequest) -> JsonResponse:
+    """``GET``: the rooms the user may read (direct ones included), with unread counts;
+    ``POST {"title", "open", "members"}``: make a room (``chat.add_room``)."""
+    if request.method == "GET":
+        return JsonResponse({"rooms": rooms.listed_rooms(request.user)})
+    body = _json_body(request, '{"title": ..., "open": false, "members": [user ids]}')
+    room = rooms.create_room(request.user, body.get("title"), body.get("open"), body.get("members"))
+    return JsonResponse({"room": rooms.room_data(room, request.user)}, status=201)
+
+
+@require_POST
+@_api
+def leave(request: HttpRequest, slug: str) -> JsonResponse:
+    """``POST /chat/api/rooms/<slug>/leave``: stop being a member (not of a direct room)."""
+    room = _room(request.user, slug)
+    rooms.leave_room(request.user, room)
+    return JsonResponse({"left": room.slug})
+
+
+@require_POST
+@_api
+def read(request: HttpRequest, slug: str) -> JsonResponse:
+    """``POST /chat/api/rooms/<slug>/read {"last_read": <message id>}``: mark it read."""
+    room = _room(request.user, slug)
+    body = _json_body(request, '{"last_read": <message id>}')
+    return JsonResponse(unread.mark_read(request.user, room, body.get("last_read")))
+
+
+@require_POST
+@_api
+def ring(request: HttpRequest, slug: str) -> JsonResponse:
+    """``POST /chat/api/rooms/<slug>/ring {"ring": true}``: calls in this open room ring me."""
+    room = _room(request.user, slug)
+    body = _json_body(request, '{"ring": true | false}')
+    return JsonResponse({"room": rooms.set_ring(request.user, room, body.get("ring"))})
+
+
 @require_GET
 @_api
-def rooms(request: HttpRequest) -> JsonResponse:
-    """``GET /chat/api/rooms``: the rooms the user may read, direct ones included."""
-    found = services.readable_rooms(request.user).prefetch_related("members")
-    return JsonResponse({"rooms": [_room_data(room, request.user) for room in found]})
+def people_search(request: HttpRequest) -> JsonResponse:
+    """``GET /chat/api/people?q=<name>&limit=<n>``: people the user may contact, by name."""
+    query = request.GET.get("q", "").strip()
+    if len(query) > people.MAX_QUERY_CHARS:
+        raise services.InvalidMessage(f"q is longer than {people.MAX_QUERY_CHARS} characters")
+    limit = _int_param(request, "limit")
+    limit = 20 if limit is None else limit
+    if not 1 <= limit <= settings.CHAT_PEOPLE_PAGE_MAX:
+        raise services.InvalidMessage(f"limit must be 1 to {settings.CHAT_PEOPLE_PAGE_MAX}")
+    found = people.search(request.user, query, limit)
+    return JsonResponse({"people": [user_data(person) for person in found]})
+
+
+@require_GET
+@_api
+def call_list(request: HttpRequest) -> JsonResponse:
+    """``GET /chat/api/calls?missed=1``: calls that rang the user and nobody answered;
+    ``?ringing=1``: the calls ringing them now."""
+    if request.GET.get("missed") == "1":
+        return JsonResponse({"calls": calls.missed_calls(request.user)})
+    if request.GET.get("ringing") == "1":
+        return JsonResponse({"calls": calls.ringing_calls(request.user)})
+    raise services.InvalidMessage("ask for ?missed=1 or ?ringing=1")
 
 
 @require_http_methods(["GET", "POST"])
@@ -107,12 +162,7 @@ def messages(request: HttpRequest, slug: str) -> JsonResponse:
 
 
 def _send(request: HttpRequest, room: Room) -> JsonResponse:
-    try:
-        body = json.loads(request.body or b"null")
-    except ValueError:
-        raise services.InvalidMessage('body must be JSON: {"text": ...}') from None
-    if not isinstance(body, dict):
-        raise services.InvalidMessage('body must be a JSON object: {"text": ...}')
+    body = _json_body(request, '{"text": ...}')
     message = services.send_message(request.user, room, body.get("text"))
     return JsonResponse({"message": message.as_data(), "seq": message.seq}, status=201)
 
@@ -137,9 +187,7 @@ def ice_servers(request: HttpRequest) -> JsonResponse:
 @require_POST
 @_api
 def direct(request: HttpRequest, user_id: int) -> JsonResponse:
-    """``POST /chat/api/direct/<user id>``: the direct conversation with that user."""
-    other = services.user_by_id(user_id)
-    if other is None:
-        raise services.NotAllowed("no such user")
-    room = services.direct_room(request.user, other)
-    return JsonResponse({"room": _room_data(room, request.user)})
+    """``POST /chat/api/direct/<user id>``: the direct conversation with that user (one the
+    user may contact), made the first time."""
+    room = rooms.open_direct(request.user, user_id)
+    return JsonResponse({"room": rooms.room_data(room, request.user)})

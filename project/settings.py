@@ -261,6 +261,13 @@ CHAT_RATE_MESSAGES = env_int("CHAT_RATE_MESSAGES", 10)
 CHAT_RATE_WINDOW_S = env_float("CHAT_RATE_WINDOW_S", 10.0)
 CHAT_HISTORY_PAGE_SIZE = env_int("CHAT_HISTORY_PAGE_SIZE", 50)
 CHAT_HISTORY_PAGE_MAX = env_int("CHAT_HISTORY_PAGE_MAX", 200)
+# Who may contact whom (the people picker, direct conversations, a new room's members): the
+# dotted path of a function (user) -> QuerySet of the users they may contact. The default,
+# chat.people.active_users, is every other active user.
+CHAT_CONTACT_RULE = os.environ.get("CHAT_CONTACT_RULE", "chat.people.active_users")
+CHAT_PEOPLE_PAGE_MAX = env_int("CHAT_PEOPLE_PAGE_MAX", 50, minimum=1)
+# Members a room made on the page may start with (its maker included).
+CHAT_ROOM_MAX_MEMBERS = env_int("CHAT_ROOM_MAX_MEMBERS", 100, minimum=2)
 # Voice calls (chat/calls.py): a ringing call nobody answers ends after this many seconds.
 CALL_RING_TIMEOUT_S = env_float("CALL_RING_TIMEOUT_S", 30.0)
 CALL_MAX_PARTICIPANTS = env_int("CALL_MAX_PARTICIPANTS", 6)

@@ -649,6 +649,8 @@ async def test_a_call_over_sockets_rings_connects_and_relays_to_the_addressed_pe
             "type": "ring",
             "call": ringing["call"],
             "room": room.slug,
+            "room_title": str(room),
+            "direct": False,
             "from": me["alice"],
         }
 
