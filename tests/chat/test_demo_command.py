@@ -27,7 +27,9 @@ def test_it_makes_an_open_lobby_and_users_who_can_sign_in_with_the_printed_passw
     for name in ("alice", "bob"):
         line = next(line for line in output.splitlines() if line.startswith(f"user {name}:"))
         password = line.rsplit(" ", 1)[1]
-        assert authenticate(username=name, password=password) is not None
+        user = authenticate(username=name, password=password)
+        assert user is not None
+        assert user.has_perm("chat.add_room")  # they may make rooms on the page
 
 
 @pytest.mark.django_db

@@ -2,7 +2,8 @@
 
 Makes the open room ``lobby`` (every signed-in user may read, post and call in
 it) if it is missing, and each USERNAME that does not exist yet, with a random
-password (or ``--password``) printed once. Existing users keep their password
+password (or ``--password``) printed once. Each USERNAME may make rooms from the
+page (the ``chat.add_room`` permission). Existing users keep their password
 unless ``--password`` is given. For development: on a real site, make users and
 rooms in the admin.
 """
@@ -13,6 +14,7 @@ import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
@@ -37,17 +39,19 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"room {room.slug}: {'made' if created else 'already there'}")
         model = get_user_model()
+        add_room = Permission.objects.get(content_type__app_label="chat", codename="add_room")
         for username in options["usernames"]:
             user = model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
             if user is not None and not options["password"]:
                 self.stdout.write(f"user {username}: already there (password unchanged)")
-                continue
-            password = options["password"] or secrets.token_urlsafe(9)
-            if user is None:
-                model._default_manager.create_user(username, password=password)
-                self.stdout.write(f"user {username}: made, password {password}")
             else:
-                user.set_password(password)
-                user.save(update_fields=["password"])
-                self.stdout.write(f"user {username}: password set to {password}")
+                password = options["password"] or secrets.token_urlsafe(9)
+                if user is None:
+                    user = model._default_manager.create_user(username, password=password)
+                    self.stdout.write(f"user {username}: made, password {password}")
+                else:
+                    user.set_password(password)
+                    user.save(update_fields=["password"])
+                    self.stdout.write(f"user {username}: password set to {password}")
+            user.user_permissions.add(add_room)
         self.stdout.write("sign in at /accounts/login/, then open /chat/?room=lobby")
