@@ -132,14 +132,15 @@ def test_a_call_rings_on_a_page_showing_another_room_and_a_closed_page_leaves_th
     alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
     bob_page, bob_errors = call_page(media_browser, daphne_server, bob, "elsewhere")
 
-    # Bob looks at another room: the ring (on his user.<id>) says who calls, Open shows it.
+    # Bob looks at another room: the ring (on his user.<id>) says who calls and where, and
+    # answering it opens that room and joins the call.
     alice_page.click("#call-start")
     bob_page.wait_for_selector("#ring:not([hidden])", timeout=WAIT_MS)
-    assert bob_page.inner_text("#ring-text") == "ring-alice is calling"
-    bob_page.click("#ring-open")
-    bob_page.wait_for_selector(f"#call[data-room='{slug}'][data-phase='incoming']", timeout=WAIT_MS)
+    assert bob_page.inner_text("#ring-text") == "ring-alice is calling in Ring-Room"
+    bob_page.click("#ring-accept")
+    bob_page.wait_for_selector(f"#call[data-room='{slug}'][data-phase='in-call']", timeout=WAIT_MS)
     assert bob_page.inner_text("#room-title") == "Ring-Room"
-    bob_page.click("#call-accept")
+    assert bob_page.is_hidden("#ring")
     assert_audio_rising(alice_page, peers=1)
 
     # Bob's page goes away (tab closed): once his grace period is over the server takes him

@@ -41,7 +41,8 @@ def test_two_users_chat_see_each_other_and_who_is_typing(
         page.wait_for_function(
             "() => document.querySelectorAll('#members li').length === 2", timeout=WAIT_MS
         )
-        assert sorted(page.locator("#members li").all_inner_texts()) == ["page-alice", "page-bob"]
+        names = page.locator("#members li .name").all_inner_texts()
+        assert sorted(names) == ["page-alice", "page-bob"]
 
     # Bob types: Alice sees it (Bob does not see himself typing).
     bob_page.type("#text", "hel")
@@ -56,7 +57,11 @@ def test_two_users_chat_see_each_other_and_who_is_typing(
     alice_page.press("#text", "Enter")
     for page in (alice_page, bob_page):
         page.wait_for_selector("#messages li .text >> text=hello bob", timeout=WAIT_MS)
-    assert bob_page.locator("#messages li").last.inner_text() == "page-alice hello bob"
+    last = bob_page.locator("#messages li").last
+    assert (last.locator("strong").inner_text(), last.locator(".text").inner_text()) == (
+        "page-alice",
+        "hello bob",
+    )
 
     # Bob sends what he was typing: Alice's page stops saying he is typing.
     bob_page.fill("#text", "hello alice")

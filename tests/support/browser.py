@@ -48,6 +48,32 @@ def media_browser() -> Iterator[object]:
     yield from _launch(CHROMIUM_ARGS + FAKE_MEDIA_ARGS)
 
 
+@pytest.fixture
+def media_browsers() -> Iterator[Callable[..., Any]]:
+    """``launch(audio_file=None)``: a headless Chromium of its own with a fake microphone,
+    for each page that must hear something else (``audio_file``: a WAV it plays, looped,
+    as every microphone; without one, Chromium's beep). All close when the test ends."""
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no chromium: 'apt-get install chromium' (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched: list[Any] = []
+
+        def launch(audio_file: object = None) -> Any:
+            args = CHROMIUM_ARGS + FAKE_MEDIA_ARGS
+            if audio_file is not None:
+                args = [*args, f"--use-file-for-fake-audio-capture={audio_file}"]
+            chromium = playwright.chromium.launch(executable_path=path, headless=True, args=args)
+            launched.append(chromium)
+            return chromium
+
+        yield launch
+        for chromium in launched:
+            chromium.close()
+
+
 def _launch(args: list[str]) -> Iterator[object]:
     path = chromium_path()
     if path is None:
@@ -81,14 +107,17 @@ def in_plain_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return pool.submit(call).result()
 
 
-def signed_in_page(browser: Any, server: Any, user: Any, path: str) -> tuple[Any, list[str]]:
+def signed_in_page(
+    browser: Any, server: Any, user: Any, path: str, **context_options: Any
+) -> tuple[Any, list[str]]:
     """A page of its own context (cookies), signed in as ``user``, opened at ``path``.
 
     Also the list its uncaught errors go to: a test ends asserting it is empty.
+    ``context_options`` go to ``browser.new_context`` (``locale``, ``timezone_id``...).
     """
     from tests.support.users import session_cookie
 
-    context = browser.new_context()
+    context = browser.new_context(**context_options)
     cookie = in_plain_thread(session_cookie, user).removeprefix("sessionid=")
     context.add_cookies([{"name": "sessionid", "value": cookie, "url": server.origin}])
     page = context.new_page()

@@ -6,6 +6,12 @@
  *   await calls.stats();      // {peerId: {state, bytesReceived, restarts, pair, createdAt, ...}}
  *   calls.ice();              // the RTCConfiguration last fetched, and how many fetches
  *   calls.restartIce();       // restart every connection's ICE now (fresh ICE servers)
+ *   calls.levels();           // {peerId: audio level 0..1}: what data-speaking follows
+ *   calls.devices();          // the microphone track sent to each peer, speakers, choices
+ *
+ * Mute is part of the call's state: the page publishes {"type": "mute", "muted": b}
+ * and each participant of a ``call.state`` push carries ``muted``. Microphone and
+ * speaker choice, speaking levels and "You are muted" are chat/static/chat/media.js.
  *
  * The server runs the call (chat/calls.py): a ``call.state`` push on
  * ``call.<room>`` says who is in it (each ``in_call`` or ``reconnecting``) and,
@@ -59,6 +65,13 @@
     disconnected: "the other side left",
   };
   const JOIN_EVENTS = ["invite", "accept", "rejoin"];
+  // How long callIn and acceptIn wait for the page's socket to be counted on call.<room>.
+  const PRESENCE_WAIT_MS = 10000;
+
+  function csrfToken() {
+    const found = document.cookie.split("; ").find((pair) => pair.startsWith("csrftoken="));
+    return found ? decodeURIComponent(found.slice("csrftoken=".length)) : "";
+  }
 
   function newTabId() {
     const bytes = new Uint8Array(12);
@@ -99,7 +112,16 @@
     let iceConfig = null; // {iceServers, iceTransportPolicy, expires_at, expires_in}
     let iceRefreshTimer = null;
     let iceFetches = 0;
-    let ringTimer = null;
+    // Microphone and speaker choice, levels, "You are muted" (chat/static/chat/media.js).
+    const media = global.ChatMedia.create({ current: () => mine });
+    const presenceWaiters = new Set(); // {slug, resolve, timer}: callIn and acceptIn waiting
+    const rings = global.ChatRings.create({
+      config,
+      onAccept: (ring) => acceptIn(ring.room).catch(failed),
+      onDecline: (ring) => client.publish(`call.${ring.room}`, { type: "decline" }),
+      busy: () => Boolean(mine),
+      shownRoom: () => shown,
+    });
     let ended = null; // why my last call ended (a reason of chat/calls.py), until the next one
 
     // --- the server's side: call.<room> and user.<me> -------------------------------
@@ -107,6 +129,7 @@
     function watch(room) {
       shown = room.slug;
       follow(room);
+      watched.get(room.slug).room = room; // followed by slug alone before (callIn), maybe
       for (const slug of Array.from(watched.keys())) {
         if (slug !== shown && slug !== callSlug()) unfollow(slug);
       }
@@ -129,6 +152,7 @@
         onPresence: () => {
           entry.present = true;
           onSubscribed(room.slug);
+          presenceCame(room.slug);
         },
       });
       loadState(room.slug);
@@ -219,6 +243,7 @@
         mine.joining = false;
         mine.callId = data.call;
         writeMarker({ slug: mine.slug, call: data.call });
+        syncMute(data);
         for (const peerId of data.offer_to) offerTo(peerId, data.participants);
       } else if (byMe && joinEvent && !mine.joining) {
         endMine(null); // another page of mine took my place in the call
@@ -246,8 +271,8 @@
     /** Offers, answers and ICE candidates for me, and rings from other rooms. */
     function onPersonal(data) {
       if (!data || typeof data !== "object") return;
-      if (data.type === "ring") {
-        showRing(data);
+      if (data.type === "ring" || data.type === "ring_end") {
+        rings.take(data);
         return;
       }
       // Until my join or rejoin is pushed I take nothing: I am the one who offers then.
@@ -278,13 +303,13 @@
         stream: null,
         peers: new Map(),
         lost: new Set(),
-        muted: false,
+        muted: kind === "rejoin" && media.rememberedMute(callId),
       };
       const joining = mine;
       render();
       try {
         const [stream] = await Promise.all([
-          navigator.mediaDevices.getUserMedia({ audio: true, video: false }),
+          media.getUserMedia(), // the microphone chosen last, with its processing switches
           loadIceServers(),
         ]);
         if (mine !== joining) {
@@ -292,6 +317,7 @@
           return;
         }
         mine.stream = stream;
+        media.started(); // muted as mine.muted says
       } catch (error) {
         if (mine === joining) mine = null;
         if (kind === "rejoin") writeMarker(null);
@@ -314,8 +340,55 @@
     }
 
     function decline() {
-      if (shown) client.publish(`call.${shown}`, { type: "decline" });
-      hideRing();
+      if (shown) client.publish(`call.${shown}`, { type: "decline" }); // its ring_end stops the ring
+    }
+
+    /** Resolves once this page's socket is counted on call.<slug> (a join needs that). */
+    function whenPresent(slug) {
+      const entry = watched.get(slug);
+      if (entry && entry.present) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const waiter = { slug, resolve, timer: null };
+        waiter.timer = setTimeout(() => {
+          presenceWaiters.delete(waiter);
+          reject(new Error("not connected: try again in a moment"));
+        }, PRESENCE_WAIT_MS);
+        presenceWaiters.add(waiter);
+      });
+    }
+
+    function presenceCame(slug) {
+      for (const waiter of Array.from(presenceWaiters)) {
+        if (waiter.slug !== slug) continue;
+        clearTimeout(waiter.timer);
+        presenceWaiters.delete(waiter);
+        waiter.resolve();
+      }
+    }
+
+    /** Call in room ``slug`` (a direct conversation opened from the people list, say). */
+    async function callIn(slug) {
+      if (!watched.has(slug)) follow({ slug });
+      try {
+        await whenPresent(slug);
+      } catch (error) {
+        showError(error.message);
+        return;
+      }
+      await start("invite", slug);
+    }
+
+    /** Answer a ring from any room: open that room, then join its call. */
+    async function acceptIn(slug) {
+      if (mine && mine.slug !== slug) leave(); // one call at a time: this one ends mine
+      await onOpenRoom(slug);
+      try {
+        await whenPresent(slug);
+      } catch (error) {
+        showError(error.message);
+        return;
+      }
+      await start("accept", slug);
     }
 
     function endMine(state) {
@@ -325,6 +398,7 @@
       writeMarker(null);
       for (const [peerId, peer] of left.peers) closePeer(peerId, peer, left);
       if (left.stream) left.stream.getTracks().forEach((track) => track.stop());
+      media.stopped();
       ended = state && state.state === "ended" ? state.reason : null;
       if (left.slug !== shown) unfollow(left.slug);
       render();
@@ -332,11 +406,35 @@
 
     function toggleMute() {
       if (!mine || !mine.stream) return;
-      mine.muted = !mine.muted;
+      setMuted(!mine.muted);
+      // Part of the call's state: the others' chips show it. While joining, the join's push
+      // is compared with mine.muted (syncMute).
+      if (!mine.joining) client.publish(`call.${mine.slug}`, { type: "mute", muted: mine.muted });
+    }
+
+    function setMuted(muted) {
+      mine.muted = muted;
       mine.stream.getAudioTracks().forEach((track) => {
         track.enabled = !mine.muted;
       });
+      media.muteChanged(mine.muted, mine.callId);
       render();
+    }
+
+    /**
+     * My join or rejoin is pushed: if the server's ``muted`` for me is not mine, say mine
+     * again (a mute clicked while the socket was away). A reloaded page that forgot it
+     * was muted (no sessionStorage) takes the server's word for it instead.
+     */
+    function syncMute(data) {
+      if (mine.muted) media.muteChanged(true, mine.callId); // now that the call's id is known
+      const entry = data.participants.find((p) => p.id === me);
+      if (!entry || typeof entry.muted !== "boolean" || !mine.stream) return;
+      const firstOfReload = mine.rejoin && !mine.muteSynced;
+      mine.muteSynced = true;
+      if (entry.muted === mine.muted) return;
+      if (firstOfReload && entry.muted) setMuted(true);
+      else client.publish(`call.${mine.slug}`, { type: "mute", muted: mine.muted });
     }
 
     /** Fresh ICE servers (new TURN credentials) for each (re)connection and ICE restart. */
@@ -422,12 +520,15 @@
         ignoreOffer: false,
         restarts: 0,
         rollbacks: 0, // offers of ours rolled back for theirs (we were the polite side)
+        offersSent: 0, // renegotiations: a microphone change makes none (replaceTrack)
+        offersReceived: 0,
         lastRestartAt: 0,
         restartTimer: null,
         giveUpTimer: null,
         createdAt: Date.now(), // which connection this is: a new one after a renegotiation
       };
       peer.audio.autoplay = true;
+      media.attach(peer.audio); // on the chosen speaker
       for (const track of mine.stream.getTracks()) pc.addTrack(track, mine.stream);
       pc.ontrack = (event) => {
         peer.audio.srcObject = event.streams[0] || new MediaStream([event.track]);
@@ -457,6 +558,7 @@
         peer.makingOffer = true;
         await peer.pc.setLocalDescription();
         if (isCurrent(peerId, peer) && peer.pc.localDescription.type === "offer") {
+          peer.offersSent += 1;
           signal({ type: "offer", to: peerId, sdp: peer.pc.localDescription.sdp, tab });
         }
       } catch (error) {
@@ -479,6 +581,7 @@
         peer = newPeer(peerId, name, remoteTab);
       }
       peer.remoteTab = peer.remoteTab || remoteTab;
+      if (type === "offer") peer.offersReceived += 1;
       const pc = peer.pc;
       const collision = type === "offer" && (peer.makingOffer || pc.signalingState !== "stable");
       peer.ignoreOffer = collision && !isPolite(peerId);
@@ -666,6 +769,8 @@
           bytesSent,
           restarts: peer.restarts,
           rollbacks: peer.rollbacks,
+          offersSent: peer.offersSent,
+          offersReceived: peer.offersReceived,
           createdAt: peer.createdAt,
           pair: pair
             ? {
@@ -730,6 +835,11 @@
       if (ended) el("call-status").dataset.ended = ended;
       else delete el("call-status").dataset.ended;
       renderPeers(state);
+      const shownEntry = shown && watched.get(shown);
+      const open = Boolean(shownEntry && shownEntry.room.open);
+      el("ring-me-pick").hidden = !open;
+      el("ring-me").checked = open && Boolean(shownEntry.room.ring);
+      rings.render();
     }
 
     function statusText(phase, state) {
@@ -767,23 +877,13 @@
           if (who.status === "reconnecting") label = "reconnecting";
           else if (peer && peer.pc.connectionState === "connected") label = peer.flowing ? "audio" : "connected";
           else if (!peer && !mine.lost.has(peerId)) label = "connecting";
-          item.textContent = `${who.name} · ${label}`;
+          // Muted from the call's state; speaking from its audio level (media.js updates it).
+          item.dataset.muted = String(Boolean(who.muted));
+          item.dataset.speaking = String(!who.muted && media.isSpeaking(peerId));
+          item.textContent = `${who.name} · ${label}${who.muted ? " · muted" : ""}`;
           return item;
         }),
       );
-    }
-
-    function showRing(ring) {
-      if (mine || ring.room === shown) return; // the panel shows this room's call already
-      el("ring-text").textContent = `${ring.from.name} is calling`;
-      el("ring").dataset.room = ring.room;
-      el("ring").hidden = false;
-      clearTimeout(ringTimer);
-      ringTimer = setTimeout(hideRing, config.ringTimeoutS * 1000); // it has stopped ringing by then
-    }
-
-    function hideRing() {
-      el("ring").hidden = true;
     }
 
     function showError(text) {
@@ -808,14 +908,40 @@
     el("call-decline").addEventListener("click", decline);
     el("call-hangup").addEventListener("click", leave);
     el("call-mute").addEventListener("click", toggleMute);
-    el("ring-open").addEventListener("click", () => {
-      hideRing();
-      onOpenRoom(el("ring").dataset.room);
+    el("ring-me").addEventListener("change", async (event) => {
+      const box = event.target;
+      const slug = shown;
+      const answer = await fetch(config.ringUrl.replace("ROOM", encodeURIComponent(slug)), {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+        body: JSON.stringify({ ring: box.checked }),
+      });
+      if (!answer.ok) {
+        box.checked = !box.checked;
+        showError("could not change whether this room rings you");
+        return;
+      }
+      const entry = watched.get(slug);
+      if (entry) entry.room = { ...entry.room, ...(await answer.json()).room };
+    });
+    client.on("state", (state) => {
+      if (state === "open") rings.load().catch(() => {}); // rings sent while this page was away
     });
 
     if (resume) follow({ slug: resume.slug }); // the call this tab was in: rejoin it
     render();
-    return { watch, stats, ice, restartIce: restartAll, leave };
+    return {
+      watch,
+      callIn,
+      stats,
+      ice,
+      restartIce: restartAll,
+      leave,
+      rings: rings.state,
+      levels: media.levels,
+      devices: media.devices,
+    };
   }
 
   global.ChatCalls = { create };
