@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup migrate run test lint bench clean
+.PHONY: setup migrate run test lint bench screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# docs/chat-page.png, the README's picture of the chat page, taken by the test that checks it.
+screenshot: setup
+	CHAT_SCREENSHOT=docs/chat-page.png $(BIN)/python -m pytest -q tests/e2e/test_chat_screenshot.py
 
 # Every benchmark at the issue's sizes (minutes; each starts and stops its own stack):
 # bench/results/results.jsonl, summary.md and PNG plots. Not part of make test.

@@ -292,13 +292,15 @@ def _join(call: Call, user: Any, *, event: str, tab: str | None) -> int:
     part.joined_at, part.left_at, part.declined_at = timezone.now(), None, None
     part.reconnecting_since, part.muted = None, False
     part.save()
+    answered_for = {user.pk}  # in the call now: no page of theirs rings for it
     if call.state == Call.State.RINGING and already:
         call.state, call.answered_at = Call.State.ACTIVE, timezone.now()
         call.save(update_fields=["state", "answered_at"])
         # One-to-one: answered, it rings nobody now. A group call rings the others on
         # (they may still join) until its ring would have timed out on their pages.
-        answered_for = ring_targets(call.room, call.started_by_id) if call.room.is_direct else []
-        _stop_ringing(call, "answered", {*answered_for, user.pk})
+        if call.room.is_direct:
+            answered_for.update(ring_targets(call.room, call.started_by_id))
+    _stop_ringing(call, "answered", answered_for)
     offer_to = [p.user_id for p in already]
     return _push_state(call, event=event, user=user, offer_to=offer_to, tab=tab)
 

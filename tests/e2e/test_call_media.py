@@ -14,11 +14,7 @@ own clock; mute latency is measured from the click to the other page's chip.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
-import wave
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,39 +31,16 @@ from tests.support.call_pages import (
     wait_for_phase,
 )
 from tests.support.users import make_user
+from tests.support.voices import voice_files  # noqa: F401
 from tests.support.waiting import poll_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
 
-SENTENCE = "The quick brown fox jumps over the lazy dog, and we talk on the call. " * 2
 SPEAKING_LEVEL = 0.02  # media.js SPEAKING_LEVEL
 SPEAKING_HOLD_MS = 800  # media.js SPEAKING_HOLD_MS
 SPEAKING_WITHIN_S = 1.5
 MUTE_SHOWN_WITHIN_S = 1.0
 QUIET_FOR_MS = 5000  # how long the silent page's chip is watched
-
-
-@pytest.fixture(scope="module")
-def voice_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A speech WAV (over 10 s, 48 kHz mono 16-bit) and one of 20 s of silence."""
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"no {tool}: 'apt-get install espeak-ng sox'")
-    folder = tmp_path_factory.mktemp("voice")
-    spoken, speech, silence = folder / "spoken.wav", folder / "speech.wav", folder / "silence.wav"
-    subprocess.run(["espeak-ng", "-w", str(spoken), SENTENCE], check=True)
-    subprocess.run(
-        ["sox", str(spoken), "-r", "48000", "-c", "1", "-b", "16", str(speech), "repeat", "2"],
-        check=True,
-    )
-    subprocess.run(
-        ["sox", "-n", "-r", "48000", "-c", "1", "-b", "16", str(silence), "trim", "0", "20"],
-        check=True,
-    )
-    with wave.open(str(speech)) as made:
-        assert (made.getframerate(), made.getnchannels()) == (48000, 1)
-        assert made.getnframes() / made.getframerate() >= 10
-    return speech, silence
 
 
 def chip(peer: Any) -> str:
@@ -171,7 +144,7 @@ def in_page_ms(clicker: Any, watcher: Any, field: str, value: str) -> int:
 def test_the_speakers_chip_lights_up_the_silent_ones_never_and_mute_shows_within_a_second(
     daphne_server,
     media_browsers,  # noqa: F811
-    voice_files,
+    voice_files,  # noqa: F811
 ):
     speech, silence = voice_files
     alice, bob = in_plain_thread(make_user, "talk-alice"), in_plain_thread(make_user, "talk-bob")

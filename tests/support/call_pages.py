@@ -10,8 +10,10 @@ from tests.support.browser import signed_in_page
 WAIT_MS = 15_000
 
 
-def call_page(browser: Any, server: Any, user: Any, slug: str) -> tuple[Any, list[str]]:
-    page, errors = signed_in_page(browser, server, user, f"/chat/?room={slug}")
+def call_page(
+    browser: Any, server: Any, user: Any, slug: str, **context_options: Any
+) -> tuple[Any, list[str]]:
+    page, errors = signed_in_page(browser, server, user, f"/chat/?room={slug}", **context_options)
     page.wait_for_selector("#state[data-state='open']", timeout=WAIT_MS)
     page.wait_for_selector(f"#call[data-room='{slug}'][data-phase='idle']", timeout=WAIT_MS)
     return page, errors

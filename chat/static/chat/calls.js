@@ -121,6 +121,7 @@
       onDecline: (ring) => client.publish(`call.${ring.room}`, { type: "decline" }),
       busy: () => Boolean(mine),
       shownRoom: () => shown,
+      myCall: () => (mine && mine.callId) || null,
     });
     let ended = null; // why my last call ended (a reason of chat/calls.py), until the next one
 

@@ -1,7 +1,7 @@
 /*
  * Rings on the chat page: calls ringing this user, wherever they are on the page.
  *
- *   const rings = ChatRings.create({ config, onAccept, onDecline, busy, shownRoom });
+ *   const rings = ChatRings.create({ config, onAccept, onDecline, busy, shownRoom, myCall });
  *   rings.take(event);   // {"type": "ring" | "ring_end", ...} from user.<me> (ephemeral)
  *   rings.load();        // GET /chat/api/calls?ringing=1: rings that began while away
  *   rings.state();       // {calls: [ids], shown: id|null, tone: bool, notified: [ids]}
@@ -22,7 +22,7 @@
   const TONE_CYCLE_MS = 3000;
   const TONE_GAIN = 0.08;
 
-  function create({ config, onAccept, onDecline, busy, shownRoom }) {
+  function create({ config, onAccept, onDecline, busy, shownRoom, myCall }) {
     const el = (id) => document.getElementById(id);
     const rings = new Map(); // call id -> {ring, timer, notification}
     let tone = null; // {context, gain, oscillators, timer}
@@ -68,6 +68,8 @@
     }
 
     function render() {
+      const joined = myCall();
+      if (joined !== null && rings.has(joined)) end(joined); // answered here: nothing rings for it
       const entry = newest();
       const banner = el("ring");
       // The room on screen shows its own call's Accept and Decline in the call panel.
