@@ -27,7 +27,20 @@ REDIS_SERVER = pytest.StashKey[RedisServer]()
 DEVELOPMENT_DB_NAME = pytest.StashKey[str]()
 
 
+def _xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process only hands tests to pytest-xdist's workers (``-n N``)."""
+    dist = getattr(config.option, "dist", "no")
+    return dist != "no" and "PYTEST_XDIST_WORKER" not in os.environ
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "serial: runs alone (machine-wide faults); see Makefile")
+    if _xdist_controller(config):
+        # Each worker starts its own Redis and then Django, as a plain run does: importing
+        # project (its Celery app) set DJANGO_SETTINGS_MODULE here, which the workers would
+        # inherit and load the settings with before any Redis is up.
+        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+        return
     if "django.conf" in sys.modules:
         from django.conf import settings
 

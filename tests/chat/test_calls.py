@@ -665,6 +665,25 @@ async def test_a_call_over_sockets_rings_connects_and_relays_to_the_addressed_pe
         )
         grown = await peer.state(joined["seq"])
         assert (names(grown), grown["offer_to"]) == (["alice", "bob", "carol"], [alice.pk, bob.pk])
+    # Those who answered no longer ring, on any page of theirs.
+    for callee in (b, c):
+        ended = await callee.relayed("ring_end")
+        assert (ended["call"], ended["reason"]) == (ringing["call"], "answered")
+
+    # Mute is part of the state; a flag that is not a boolean is refused, the socket stays.
+    muted = await b.publish({"type": "mute", "muted": True})
+    for peer in (a, b, c):
+        shown = await peer.state(muted["seq"])
+        assert [(p["name"], p["muted"]) for p in shown["participants"]] == [
+            ("alice", False),
+            ("bob", True),
+            ("carol", False),
+        ]
+    refused = await b.publish({"type": "mute", "muted": "yes"})
+    assert (refused["op"], refused["code"]) == ("error", 4400)
+    unmuted = await b.publish({"type": "mute", "muted": False})
+    assert unmuted["op"] == "published"
+    assert [p["muted"] for p in (await a.state(unmuted["seq"]))["participants"]] == [False] * 3
 
     # The newcomers offer as told; answers and candidates go back to the offerer.
     for sender, data in (
@@ -818,11 +837,14 @@ async def test_a_participant_whose_last_socket_closes_is_reconnecting_then_back_
         in_call = call.participants.filter(left_at__isnull=True).select_related("user")
         return call.state, sorted(p.user.username for p in in_call)
 
-    assert await in_thread(live) == ("active", ["alice", "carol"])
+    await in_thread(
+        poll_until, lambda: live() == ("active", ["alice", "carol"]), 10, "bob's leave committed"
+    )
     await c.socket.close()  # fewer than two once her grace ends: the call ends
     ended = await a.next(lambda f: is_state(f, topic) and f["data"]["state"] == "ended", 20)
     assert (ended["data"]["reason"], ended["data"]["user"]["name"]) == ("disconnected", "carol")
-    assert (await in_thread(live))[0] == "ended"
+    # The change is pushed under the room's lock, just before its transaction commits.
+    await in_thread(poll_until, lambda: live()[0] == "ended", 10, "the call's end committed")
 
 
 async def test_a_refused_rejoin_is_an_error_frame_and_the_call_goes_on(

@@ -34,7 +34,8 @@ from tests.support.turn import turn_server  # noqa: F401
 from tests.support.users import make_user
 from tests.support.waiting import poll_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
+# faults: nftables drops UDP for the whole machine, so these run alone (see Makefile).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media, pytest.mark.faults]
 
 
 def live_call(slug: str) -> tuple[int, str, list[str]]:

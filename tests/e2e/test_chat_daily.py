@@ -20,12 +20,8 @@ from tests.support.users import make_user
 
 WAIT_MS = 10_000
 
-# Whether push.js holds the topic, subscribed (its "subscribed" answer came): pushes
-# made from now on reach the page. push.js has no event for it, so this reads its state.
-SUBSCRIBED = """(topic) => {
-    const sub = window.chatPage && chatPage.client._topics.get(topic);
-    return Boolean(sub && sub.seq !== null && !sub.pending);
-}"""
+# Whether push.js holds the topic, subscribed: pushes made from now on reach the page.
+SUBSCRIBED = "(topic) => Boolean(window.chatPage && chatPage.client.isSubscribed(topic))"
 
 # Scroll the message list to its top until every page of the history is in.
 SCROLL_TO_THE_START = """() => {
@@ -136,8 +132,6 @@ def test_call_from_the_people_picker_rings_the_other_who_accepts_into_the_conver
     media_browser,  # noqa: F811
 ):
     alice_page, alice_errors = chat_page(media_browser, daphne_server, alice)
-    if not alice_page.evaluate("() => typeof chatCalls.callIn === 'function'"):
-        pytest.skip("calls.js has no callIn(slug) yet")
     bob_page, bob_errors = chat_page(media_browser, daphne_server, bob)
     slug = direct_slug(alice, bob)
 

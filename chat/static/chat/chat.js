@@ -26,15 +26,13 @@
   const TOP_PX = 40; // the message list this close to its top loads the next older page
   const BOTTOM_PX = 40; // this close to its bottom, new messages keep it at the bottom
   const me = config.user.id;
-  const apiBase = config.roomsUrl.replace(/rooms\/?$/, ""); // /chat/api/
-  const roomUrl = (template, what) => (slug) =>
-    (template || `${config.roomsUrl}/ROOM/${what}`).replace("ROOM", encodeURIComponent(slug));
+  const roomUrl = (template) => (slug) => template.replace("ROOM", encodeURIComponent(slug));
   const urls = {
-    people: config.peopleUrl || `${apiBase}people`,
-    direct: (id) => `${config.directUrl || `${apiBase}direct/`}${encodeURIComponent(id)}`,
-    read: roomUrl(config.readUrl, "read"),
-    leave: roomUrl(config.leaveUrl, "leave"),
-    messages: roomUrl(config.messagesUrl, "messages"),
+    people: config.peopleUrl,
+    direct: (id) => `${config.directUrl}${encodeURIComponent(id)}`,
+    read: roomUrl(config.readUrl),
+    leave: roomUrl(config.leaveUrl),
+    messages: roomUrl(config.messagesUrl),
   };
   // What a room's data says the same for everyone (the rest is mine: unread, last_read, ring).
   const SHARED_FIELDS = ["slug", "title", "topic", "open", "direct"];
@@ -309,7 +307,6 @@
 
   async function callPerson(person) {
     const room = await messagePerson(person);
-    if (typeof calls.callIn !== "function") throw new Error("calls are not available on this page");
     await calls.callIn(room.slug);
   }
 

@@ -24,7 +24,7 @@
  * pingIntervalMs 25000, maxRefusals 3, token (a string, or a function returning
  * one or a promise of one; sent as {"op": "auth", "token": ...} on each connect,
  * for pages without the session cookie). Also: client.members(topic),
- * client.publish(topic, data), client.reconnect(), client.state.
+ * client.isSubscribed(topic), client.publish(topic, data), client.reconnect(), client.state.
  *
  * States: "connecting" (the first connection), "open" (the socket is open),
  * "reconnecting" (lost; waiting or trying again), "closed" (client.close()),
@@ -195,6 +195,12 @@
         this._topics.delete(topic);
         this._send({ op: "unsubscribe", topic });
       };
+    }
+
+    /** Whether ``topic`` is subscribed and answered: what is pushed from now on arrives. */
+    isSubscribed(topic) {
+      const sub = this._topics.get(topic);
+      return Boolean(sub && sub.seq !== null && !sub.pending);
     }
 
     /** The members present on ``topic`` (from presence, join and leave frames). */
