@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -59,44 +60,63 @@ def wait_until_hidden(pages: list[Any], limit_s: float) -> float:
     return time.monotonic() - started
 
 
+@dataclass
+class Ringing:
+    """Alice on her direct conversation with Bob; Bob's pages on a room of his own."""
+
+    slug: str
+    alice: Any
+    bob: Any
+    alice_page: Any
+    bob_pages: list[Any]
+    errors: list[list[str]]
+
+
+def alice_and_bob_elsewhere(browser: Any, server: Any, prefix: str, bob_pages: int = 1) -> Ringing:
+    alice, bob = (in_plain_thread(make_user, f"{prefix}-{name}") for name in ("alice", "bob"))
+    slug = in_plain_thread(direct_room_of, alice, bob)
+    elsewhere = in_plain_thread(members_room, f"{prefix}-elsewhere", bob)
+    alice_page, alice_errors = call_page(browser, server, alice, slug)
+    opened = [call_page(browser, server, bob, elsewhere) for _ in range(bob_pages)]
+    return Ringing(
+        slug,
+        alice,
+        bob,
+        alice_page,
+        [page for page, _ in opened],
+        [alice_errors, *(errors for _, errors in opened)],
+    )
+
+
 def test_a_ring_reaches_every_page_of_the_callee_and_stops_on_all_when_the_caller_cancels(
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = (in_plain_thread(make_user, name) for name in ("cancel-alice", "cancel-bob"))
-    slug = in_plain_thread(direct_room_of, alice, bob)
-    elsewhere = in_plain_thread(members_room, "cancel-elsewhere", bob)
-    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
-    bob_pages = [call_page(media_browser, daphne_server, bob, elsewhere) for _ in range(2)]
+    ringing = alice_and_bob_elsewhere(media_browser, daphne_server, "cancel", bob_pages=2)
+    alice_page, bob_pages = ringing.alice_page, ringing.bob_pages
 
     alice_page.click("#call-start")
-    for page, _ in bob_pages:
+    for page in bob_pages:
         page.wait_for_selector(RING_SHOWN, timeout=WAIT_MS)
         assert page.inner_text("#ring-text") == "cancel-alice is calling"
         assert page.evaluate("() => chatCalls.rings().tone")  # the Web Audio ringtone plays
     wait_for_phase(alice_page, "ringing")
 
     alice_page.click("#call-hangup")  # before anyone answered: a cancel
-    took = wait_until_hidden([page for page, _ in bob_pages], limit_s=1)
+    took = wait_until_hidden(bob_pages, limit_s=1)
     assert took < 1
-    for page, errors in bob_pages:
+    for page in bob_pages:
         assert page.evaluate("() => chatCalls.rings()")["calls"] == []
         assert not page.evaluate("() => chatCalls.rings().tone")
-        assert errors == []
-    assert alice_errors == []
+    assert ringing.errors == [[], [], []]
 
 
 def test_answering_from_one_page_stops_the_ring_on_the_others_and_audio_flows(
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = (in_plain_thread(make_user, name) for name in ("answer-alice", "answer-bob"))
-    slug = in_plain_thread(direct_room_of, alice, bob)
-    elsewhere = in_plain_thread(members_room, "answer-elsewhere", bob)
-    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
-    (bob_page, bob_errors), (other_page, other_errors) = (
-        call_page(media_browser, daphne_server, bob, elsewhere) for _ in range(2)
-    )
+    ringing = alice_and_bob_elsewhere(media_browser, daphne_server, "answer", bob_pages=2)
+    alice_page, (bob_page, other_page), slug = ringing.alice_page, ringing.bob_pages, ringing.slug
 
     alice_page.click("#call-start")
     for page in (bob_page, other_page):
@@ -107,18 +127,15 @@ def test_answering_from_one_page_stops_the_ring_on_the_others_and_audio_flows(
     for page in (alice_page, bob_page):
         assert_audio_rising(page, peers=1)
     assert other_page.evaluate("() => chatCalls.rings().calls") == []
-    assert alice_errors == bob_errors == other_errors == []
+    assert ringing.errors == [[], [], []]
 
 
 def test_declining_from_the_ring_ends_the_call_for_the_caller(
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = (in_plain_thread(make_user, name) for name in ("no-alice", "no-bob"))
-    slug = in_plain_thread(direct_room_of, alice, bob)
-    elsewhere = in_plain_thread(members_room, "no-elsewhere", bob)
-    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
-    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, elsewhere)
+    ringing = alice_and_bob_elsewhere(media_browser, daphne_server, "no")
+    alice_page, (bob_page,) = ringing.alice_page, ringing.bob_pages
 
     alice_page.click("#call-start")
     bob_page.wait_for_selector(RING_SHOWN, timeout=WAIT_MS)
@@ -126,7 +143,7 @@ def test_declining_from_the_ring_ends_the_call_for_the_caller(
     alice_page.wait_for_selector("#call-status[data-ended='declined']", timeout=WAIT_MS)
     assert ring_hidden_on(bob_page)
     assert bob_page.inner_text("#room-title") == "No-Elsewhere"  # he stayed where he was
-    assert alice_errors == bob_errors == []
+    assert ringing.errors == [[], []]
 
 
 @pytest.fixture
@@ -167,11 +184,8 @@ def test_a_hidden_tab_shows_a_notification_that_closes_with_the_ring(
     daphne_server,
     media_browser,  # noqa: F811
 ):
-    alice, bob = (in_plain_thread(make_user, name) for name in ("note-alice", "note-bob"))
-    slug = in_plain_thread(direct_room_of, alice, bob)
-    elsewhere = in_plain_thread(members_room, "note-elsewhere", bob)
-    alice_page, alice_errors = call_page(media_browser, daphne_server, alice, slug)
-    bob_page, bob_errors = call_page(media_browser, daphne_server, bob, elsewhere)
+    ringing = alice_and_bob_elsewhere(media_browser, daphne_server, "note")
+    alice_page, (bob_page,) = ringing.alice_page, ringing.bob_pages
     bob_page.add_init_script(NOTIFICATIONS_SEEN)
     bob_page.reload()
     bob_page.wait_for_selector("#state[data-state='open']", timeout=WAIT_MS)
@@ -187,7 +201,7 @@ def test_a_hidden_tab_shows_a_notification_that_closes_with_the_ring(
     )
     alice_page.click("#call-hangup")
     bob_page.wait_for_function("() => window.shownNotifications[0].closed", timeout=WAIT_MS)
-    assert alice_errors == bob_errors == []
+    assert ringing.errors == [[], []]
 
 
 def test_an_open_room_rings_only_those_who_asked_and_a_non_member_is_never_rung(
