@@ -1,6 +1,6 @@
 """The wire protocol: frame shapes, validation of what clients send, rendering.
 
-Two endpoints speak JSON text frames (see DESIGN.md, "The wire protocol"):
+Two endpoints speak JSON text frames (docs/protocol.md):
 the seed route ``ws/heartbeat/<room>/`` with the seed's envelope
 ``{"msg", "code", "data"}``, and the multiplexed ``ws/`` with ``op`` frames.
 Message bodies are encoded once, by the publisher, as the JSON members

@@ -18,7 +18,7 @@
  * reconnects. Per topic it keeps the position (last delivered seq, epoch) and
  * resubscribes with it after a reconnect, so the server replays what was missed
  * ("recovered": true) or says it cannot ("recovered": false, then a snapshot
- * marked "reset" on state-like topics). See DESIGN.md, "The wire protocol".
+ * marked "reset" on state-like topics). See docs/protocol.md.
  *
  * Options (all optional): minDelayMs 500, maxDelayMs 15000, factor 2,
  * pingIntervalMs 25000, maxRefusals 3, token (a string, or a function returning
