@@ -131,13 +131,27 @@ async def on_presence_left(sender: Any, topic: str, member: Any, **kwargs: Any) 
 
 
 def configure_topics() -> None:
-    topics.configure("chat", subscribe=can_read_slug, publish=can_read_slug, on_publish=publish)
+    topics.register(
+        "chat",
+        subscribe=can_read_slug,
+        publish=can_read_slug,
+        on_publish=publish,
+        presence=True,
+        describe="a chat room",
+    )
     # Open rooms made or changed (chat.rooms): for every signed-in page, to listen only.
     topics.declare(
         OPEN_ROOMS_TOPIC, subscribe=topics.signed_in, publish=topics.nobody, presence=False
     )
     topics.configure("room", publish=seed_room_accepts_messages)
-    topics.configure(
-        "call", subscribe=can_read_slug, publish=can_read_slug, on_publish=call_publish
+    # Call signalling is stale within a minute: no point replaying an old offer.
+    topics.register(
+        "call",
+        subscribe=can_read_slug,
+        publish=can_read_slug,
+        on_publish=call_publish,
+        presence=True,
+        history_ttl_s=60,
+        describe="a call's signalling",
     )
     presence_left.connect(on_presence_left, dispatch_uid="chat.calls.presence_left")

@@ -8,9 +8,18 @@ class TasksConfig(AppConfig):
     verbose_name = "Push tasks"
 
     def ready(self) -> None:
+        from ws import topics
+
+        # Dashboards, state-like: a new subscriber gets the latest figures at once. Before
+        # any dashboard is registered (tasks.system's, the demo's): they name their topics.
+        topics.register(
+            "dashboard",
+            subscribe=topics.has_perm("ws.view_dashboard"),
+            state_like=True,
+            describe="a dashboard",
+        )
         from tasks import signals, system  # noqa: F401 - system registers its dashboard
         from tasks.tasks import CLOCK_TOPIC
-        from ws import topics
 
         signals.connect()
         # The server clock is no secret: every page may show it.

@@ -8,22 +8,23 @@ dashboard, say). Rules may query the database: call them from sync code (the
 consumers do, through ``database_sync_to_async``). This is the only module
 that builds group names: nobody else formats ``"chat_%s"``.
 
+The transport's own families:
+
 | pattern | subscribe | publish from a socket |
 |---|---|---|
-| ``dashboard.<name>`` | ``ws.view_dashboard`` (or as declared) | nobody |
 | ``broadcast`` | anyone | ``ws.publish_broadcast`` |
 | ``user.<id>`` | that user | nobody |
 | ``room.<room>`` (seed rooms) | anyone | nobody |
-| ``chat.<room>``, ``call.<id>`` | signed-in users | nobody |
 
-(These are the transport's defaults. An app changes a whole family with
-``configure()`` in its ``AppConfig.ready``: ``chat`` makes ``chat.<room>`` its
-rooms' members only, and ``call.<room>`` (a room's voice calls, the parameter
-being the room's slug) too, and lets ``room.<room>`` take client messages
-where its Room allows them.)
+Apps add theirs with ``register()`` in their ``AppConfig.ready``: ``chat``
+registers ``chat.<room>`` and ``call.<room>`` (its rooms' readers, with
+presence), the dashboard registry ``dashboard.<name>`` (``ws.view_dashboard``,
+state-like). An app changes a family it does not own with ``configure()``
+(``chat`` lets ``room.<room>`` take client messages where its Room allows them).
 
-Presence (who is subscribed: ``ws/presence.py``) is on for ``chat.<room>`` and
-``call.<id>``; ``declare(name, presence=True)`` turns it on for one more topic.
+Presence (who is subscribed: ``ws/presence.py``) is per family
+(``register(..., presence=True)``); ``declare(name, presence=True)`` turns it on
+for one more topic.
 
 Publish handlers: by default a socket's ``publish`` that its rule allows is
 pushed as it came. A family (``configure(kind, on_publish=...)``) or one topic
@@ -54,6 +55,7 @@ __all__ = [
     "declare",
     "group_name",
     "has_perm",
+    "register",
     "resolve",
     "seed_room_topic",
 ]
@@ -179,22 +181,65 @@ class Topic:
         )
 
 
+# The transport's own families; apps add theirs with ``register`` (chat: ``chat`` and
+# ``call``; the dashboard registry: ``dashboard``).
 REGISTRY: dict[str, TopicPattern] = {
     pattern.kind: pattern
     for pattern in (
-        TopicPattern("dashboard", True, has_perm("ws.view_dashboard"), nobody, "a dashboard", True),
         TopicPattern(
             "broadcast", False, anyone, has_perm("ws.publish_broadcast"), "messages to everyone"
         ),
         TopicPattern("user", True, same_user, nobody, "one user's private messages"),
         TopicPattern(SEED_ROOM_KIND, True, anyone, nobody, "a seed heartbeat room"),
-        TopicPattern("chat", True, signed_in, nobody, "a chat room", presence=True),
-        # Call signalling is stale within a minute: no point replaying an old offer.
-        TopicPattern(
-            "call", True, signed_in, nobody, "a call's signalling", presence=True, history_ttl_s=60
-        ),
     )
 }
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def register(
+    kind: str,
+    *,
+    subscribe: Rule,
+    publish: Rule = nobody,
+    describe: str = "",
+    has_param: bool = True,
+    state_like: bool = False,
+    presence: bool = False,
+    history_size: int | None = None,
+    history_ttl_s: int | None = None,
+    on_publish: PublishHandler | None = None,
+) -> None:
+    """Add the topic family ``kind`` (``kind.<param>``, or ``kind`` alone without a parameter).
+
+    Call it from the owning app's ``AppConfig.ready`` (it runs in every
+    process). ``state_like``: a new or reset subscriber gets the latest message
+    as a snapshot (dashboards); ``presence``: subscribers see who else is there;
+    ``history_size``/``history_ttl_s``: what is kept for resume (default the
+    ``PUSH_HISTORY_*`` settings); ``on_publish``: what a socket's publish does
+    (see the module's docstring). A kind taken already, or not 1 to 32 of
+    ``a-z0-9_-`` starting with a letter, is a ``ValueError``.
+    """
+    if not _KIND_RE.match(kind):
+        raise ValueError(f"topic family {kind!r}: 1 to 32 of a-z, 0-9, _ or -, from a letter")
+    if kind in REGISTRY:
+        raise ValueError(f"topic family {kind!r} is registered already")
+    for name, value in (("history_size", history_size), ("history_ttl_s", history_ttl_s)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ValueError(f"{name} must be a non-negative int")
+    REGISTRY[kind] = TopicPattern(
+        kind,
+        has_param,
+        subscribe,
+        publish,
+        describe or f"a {kind} topic",
+        state_like=state_like,
+        presence=presence,
+        history_size=history_size,
+        history_ttl_s=history_ttl_s,
+        on_publish=on_publish,
+    )
 
 
 _DECLARED: dict[str, dict[str, Rule]] = {}
