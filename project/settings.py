@@ -208,7 +208,10 @@ CHANNEL_LAYERS = {
 }
 
 # --- the push transport (ws/) -----------------------------------------------------------
-# Every setting has a safe default; override in the environment.
+# Every setting is optional: ws/conf.py holds the defaults and a system check of each
+# value. This project reads them from the environment.
+# Begins every Redis key ws writes: two projects on one Redis database each take their own.
+PUSH_KEY_PREFIX = os.environ.get("PUSH_KEY_PREFIX", "push")
 PUSH_MAX_FRAME_BYTES = env_int("PUSH_MAX_FRAME_BYTES", 64 * 1024)
 PUSH_MAX_BAD_FRAMES = env_int("PUSH_MAX_BAD_FRAMES", 10)
 PUSH_HISTORY_SIZE = env_int("PUSH_HISTORY_SIZE", 100)

@@ -42,6 +42,7 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.commands.core import AsyncScript
 
+from ws.conf import push_settings, redis_key
 from ws.failover import (
     GENERATION_KEY,
     GENERATION_LUA,
@@ -190,11 +191,11 @@ class Position:
 
 
 # Pushes per second, every process counted: one counter per second, kept two minutes.
-_RATE_KEY = "push:stats:pushes"
+_RATE_KEY = redis_key("stats", "pushes")
 
 
 def _default_retention() -> Retention:
-    return Retention(size=settings.PUSH_HISTORY_SIZE, ttl_s=settings.PUSH_HISTORY_TTL_S)
+    return Retention(size=push_settings.PUSH_HISTORY_SIZE, ttl_s=push_settings.PUSH_HISTORY_TTL_S)
 
 
 def group_channel(prefix: str, group: str) -> str:
@@ -208,7 +209,7 @@ def _new_epoch() -> str:
 
 def _meta_keys(topic: str) -> list[str]:
     # The hash tag keeps both keys of a topic on one Redis Cluster slot.
-    return [f"push:{{{topic}}}", f"push:{{{topic}}}:h"]
+    return [redis_key(f"{{{topic}}}"), redis_key(f"{{{topic}}}", "h")]
 
 
 @dataclass(frozen=True)
@@ -239,10 +240,10 @@ class PublishCall:
             int(now * 1000),
             retention.ttl_s,
             key,
-            settings.PUSH_HISTORY_TTL_S,
+            push_settings.PUSH_HISTORY_TTL_S,
         ]
         rate_key = f"{_RATE_KEY}:{int(now)}"
-        keys = [*_meta_keys(topic), f"push:{{{topic}}}:k:{key}", GENERATION_KEY, rate_key]
+        keys = [*_meta_keys(topic), redis_key(f"{{{topic}}}", "k", key), GENERATION_KEY, rate_key]
         return cls(keys, args)
 
 
@@ -407,7 +408,7 @@ class Publisher:
                 _new_epoch(),
                 -1 if since is None else since,
                 epoch or "",
-                settings.PUSH_REPLAY_LIMIT,
+                push_settings.PUSH_REPLAY_LIMIT,
                 oldest_ms,
                 "1" if snapshot else "0",
             ],

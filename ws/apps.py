@@ -10,7 +10,7 @@ class WsConfig(AppConfig):
     verbose_name = "WebSocket push"
 
     def ready(self) -> None:
-        from ws import signals
+        from ws import conf, signals  # noqa: F401 - conf registers its system check
         from ws.outage import QuietReconnects
 
         signals.connect()

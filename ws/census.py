@@ -20,14 +20,13 @@ import socket
 from collections import Counter
 from typing import Any
 
-from django.conf import settings
-
 from ws import topics
 from ws._publisher import publisher
+from ws.conf import push_settings, redis_key
 
 __all__ = ["census", "is_watched", "open_sockets", "subscribers"]
 
-KEY_PREFIX = "push:census:"
+KEY_PREFIX = redis_key("census", "")
 SOCKETS_FIELD = "_sockets"
 
 
@@ -85,4 +84,4 @@ def is_watched(topic: str) -> bool:
 
 def census_ttl_s() -> float:
     """How long a process's hash outlives its last write: three check periods."""
-    return 3 * settings.PUSH_LAYER_CHECK_S + 1
+    return 3 * push_settings.PUSH_LAYER_CHECK_S + 1

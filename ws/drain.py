@@ -39,9 +39,8 @@ import weakref
 from types import FrameType
 from typing import Protocol
 
-from django.conf import settings
-
 from ws._servers import RunningServer, running_server
+from ws.conf import push_settings
 from ws.protocol import CloseCode
 
 logger = logging.getLogger("ws")
@@ -134,7 +133,7 @@ class Drain:
         self._server.stop_accepting()
         sockets = list(self.accepted)
         random.shuffle(sockets)
-        window = settings.PUSH_DRAIN_S
+        window = push_settings.PUSH_DRAIN_S
         logger.info(
             "ws draining: closing %d sockets over %g s with %d (SIGTERM)",
             len(sockets),

@@ -27,8 +27,10 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-REPLID_KEY = "push:replid"
-GENERATION_KEY = "push:generation"
+from ws.conf import redis_key
+
+REPLID_KEY = redis_key("replid")
+GENERATION_KEY = redis_key("generation")
 
 # KEYS[1] the recorded replication id, KEYS[2] the generation. ARGV[1] a new generation.
 # Returns 1 when this server took over from the recorded one (a new generation began).

@@ -41,11 +41,11 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from channels_redis.utils import _consistent_hash
-from django.conf import settings
 from redis.exceptions import RedisError
 
 from ws._publisher import group_channel, publisher
 from ws.census import census, census_ttl_s
+from ws.conf import push_settings, redis_key
 from ws.metrics import counters
 from ws.outage import redis_outage
 
@@ -53,7 +53,7 @@ logger = logging.getLogger("ws")
 
 CATCHUP_EVENT = "push.catchup"
 PROBE_EVENT = "push.probe"
-LAYER_EPOCH_KEY = "push:layer-epoch"
+LAYER_EPOCH_KEY = redis_key("layer-epoch")
 _LAYER_EPOCH_LUA = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
@@ -230,5 +230,5 @@ def ensure_layer_watch() -> None:
     loop = asyncio.get_running_loop()
     task = _watches.get(loop)
     if task is None or task.done():
-        watch = LayerWatch(settings.PUSH_LAYER_CHECK_S)
+        watch = LayerWatch(push_settings.PUSH_LAYER_CHECK_S)
         _watches[loop] = loop.create_task(watch.run(), name="push-layer-watch")

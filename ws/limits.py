@@ -16,9 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
 from ws._publisher import publisher
+from ws.conf import push_settings, redis_key
 
 CONNECTION_TTL_S = 120
 
@@ -51,7 +50,7 @@ class FrameRate:
 
     @classmethod
     def from_settings(cls) -> FrameRate:
-        return cls(rate=settings.PUSH_RATE_PER_S, burst=settings.PUSH_RATE_BURST)
+        return cls(rate=push_settings.PUSH_RATE_PER_S, burst=push_settings.PUSH_RATE_BURST)
 
     def allow(self) -> bool:
         now = time.monotonic()
@@ -65,7 +64,7 @@ class FrameRate:
 
 
 def _connections_key(user_id: object) -> str:
-    return f"push:conns:{{{user_id}}}"
+    return redis_key("conns", f"{{{user_id}}}")
 
 
 async def claim_connection(user_id: object, socket: str) -> bool:
@@ -74,7 +73,12 @@ async def claim_connection(user_id: object, socket: str) -> bool:
         lambda: publisher.run_script(
             _CLAIM_LUA,
             [_connections_key(user_id)],
-            [socket, int(time.time()), CONNECTION_TTL_S, settings.PUSH_MAX_CONNECTIONS_PER_USER],
+            [
+                socket,
+                int(time.time()),
+                CONNECTION_TTL_S,
+                push_settings.PUSH_MAX_CONNECTIONS_PER_USER,
+            ],
         )
     )
     return bool(claimed)

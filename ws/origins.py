@@ -22,6 +22,8 @@ from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from ws.conf import push_settings
+
 logger = logging.getLogger("ws")
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -76,7 +78,7 @@ class OriginValidator:
             reason = "host not in ALLOWED_HOSTS"
         elif origin is not None:
             allowed = {own_origin(scope)} | {
-                parse_origin(item) for item in settings.PUSH_ALLOWED_ORIGINS
+                parse_origin(item) for item in push_settings.PUSH_ALLOWED_ORIGINS
             }
             if parse_origin(origin) not in allowed - {None}:
                 reason = "origin not allowed"

@@ -43,10 +43,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from django.conf import settings
-
 from ws import topics
 from ws._publisher import publisher
+from ws.conf import push_settings, redis_key
 from ws.hooks import presence_left
 from ws.outage import REDIS_UNAVAILABLE, redis_outage
 
@@ -76,7 +75,7 @@ def member_for(user: Any, conn: str) -> Member:
 
 
 def _keys(topic: str) -> list[str]:
-    return [f"push:{{{topic}}}:p:{part}" for part in ("conns", "member", "count", "json")]
+    return [redis_key(f"{{{topic}}}", "p", part) for part in ("conns", "member", "count", "json")]
 
 
 # KEYS: the topic's four keys (see the module's docstring). ARGV[1] the layer channel
@@ -169,7 +168,7 @@ async def _script(topic: str, lua: str, args: list[Any]) -> Any:
 
 
 def _ttl_ms() -> int:
-    return int(settings.PUSH_PRESENCE_TTL_S * 1000)
+    return int(push_settings.PUSH_PRESENCE_TTL_S * 1000)
 
 
 async def _announce_left(topic: str, left: list[Any]) -> None:
@@ -256,7 +255,7 @@ class Presence:
     async def _refresh_forever(self) -> None:
         """Refresh and sweep, every ``PUSH_PRESENCE_REFRESH_S``, while sockets are held."""
         while True:
-            await asyncio.sleep(settings.PUSH_PRESENCE_REFRESH_S)
+            await asyncio.sleep(push_settings.PUSH_PRESENCE_REFRESH_S)
             try:
                 await self.refresh()
             except REDIS_UNAVAILABLE as error:  # next round; entries live for a TTL

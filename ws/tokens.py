@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.utils.crypto import constant_time_compare
+
+from ws.conf import push_settings
 
 __all__ = ["BadToken", "issue_token", "user_for_token"]
 
@@ -38,7 +39,7 @@ def user_for_token(token: object) -> Any:
     if not isinstance(token, str) or not token or len(token) > 1024:
         raise BadToken("malformed")
     try:
-        claims = signing.loads(token, salt=TOKEN_SALT, max_age=settings.PUSH_TOKEN_MAX_AGE_S)
+        claims = signing.loads(token, salt=TOKEN_SALT, max_age=push_settings.PUSH_TOKEN_MAX_AGE_S)
     except signing.SignatureExpired:
         raise BadToken("expired") from None
     except signing.BadSignature:

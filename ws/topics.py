@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.conf import settings
+from ws.conf import push_settings
 
 __all__ = [
     "PublishHandler",
@@ -176,8 +176,8 @@ class Topic:
         size = declared.get("size", self.pattern.history_size)
         ttl_s = declared.get("ttl_s", self.pattern.history_ttl_s)
         return Retention(
-            size=settings.PUSH_HISTORY_SIZE if size is None else size,
-            ttl_s=settings.PUSH_HISTORY_TTL_S if ttl_s is None else ttl_s,
+            size=push_settings.PUSH_HISTORY_SIZE if size is None else size,
+            ttl_s=push_settings.PUSH_HISTORY_TTL_S if ttl_s is None else ttl_s,
         )
 
 

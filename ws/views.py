@@ -1,9 +1,9 @@
 """HTTP side of the transport: tokens for clients that cannot send cookies, metrics."""
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_POST
 
+from ws.conf import push_settings
 from ws.metrics import render_prometheus
 from ws.tokens import issue_token
 
@@ -14,7 +14,7 @@ def token(request: HttpRequest) -> JsonResponse:
     if not request.user.is_authenticated:
         return JsonResponse({"error": "sign in first"}, status=401)
     return JsonResponse(
-        {"token": issue_token(request.user), "expires_in": settings.PUSH_TOKEN_MAX_AGE_S}
+        {"token": issue_token(request.user), "expires_in": push_settings.PUSH_TOKEN_MAX_AGE_S}
     )
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
-from django.conf import settings
 
 from ws._publisher import PUSH_EVENT_TYPE
+from ws.conf import push_settings
 from ws.consumers.dispatch import dispatch_in_turn
 from ws.consumers.identity import IdentityMixin
 from ws.drain import REASON as DRAIN_REASON
@@ -172,7 +172,7 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise ProtocolError(CloseCode.MALFORMED, "binary frames are not supported")
-            limit = settings.PUSH_MAX_FRAME_BYTES
+            limit = push_settings.PUSH_MAX_FRAME_BYTES
             if frame_too_large(text_data, limit):
                 raise ProtocolError(CloseCode.TOO_LARGE, f"frame is larger than {limit} bytes")
             await self.handle_text(text_data)
@@ -195,13 +195,13 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
         assert self.rate is not None
         if self.rate.refused == 1:
             logger.info("ws rate-limiting code=4429 (%s)", self.scope_client())
-        if self.rate.refused >= settings.PUSH_RATE_MAX_REFUSED:
+        if self.rate.refused >= push_settings.PUSH_RATE_MAX_REFUSED:
             logger.info("ws closing a flooding socket code=4429 (%s)", self.scope_client())
             await self.close(code=CloseCode.RATE_LIMITED)
             return
         await self.send_error(
             CloseCode.RATE_LIMITED,
-            f"rate limited: over {settings.PUSH_RATE_PER_S:g} frames/s",
+            f"rate limited: over {push_settings.PUSH_RATE_PER_S:g} frames/s",
             None,
         )
 
@@ -217,7 +217,7 @@ class PushConsumer(IdentityMixin, AsyncWebsocketConsumer):
         await self.send_error(error.code, error.message, error.topic)
         if error.code in (CloseCode.MALFORMED, CloseCode.TOO_LARGE):
             self.bad_frames += 1
-            if self.bad_frames >= settings.PUSH_MAX_BAD_FRAMES:
+            if self.bad_frames >= push_settings.PUSH_MAX_BAD_FRAMES:
                 logger.info(
                     "ws closing after %d bad frames (%s)", self.bad_frames, self.scope_client()
                 )

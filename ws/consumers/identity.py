@@ -14,11 +14,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from ws import topics
 from ws.access import current_user
+from ws.conf import push_settings
 from ws.limits import CONNECTION_TTL_S, claim_connection, release_connection
 from ws.protocol import CloseCode
 from ws.tokens import BadToken, user_for_token
@@ -55,7 +55,7 @@ class IdentityMixin:
             return True
         await self.release_seat()
         if not await claim_connection(self.user.pk, self.channel_name):
-            limit = settings.PUSH_MAX_CONNECTIONS_PER_USER
+            limit = push_settings.PUSH_MAX_CONNECTIONS_PER_USER
             logger.info(
                 "ws refused a connection code=4429 reason=over %d sockets (%s)",
                 limit,

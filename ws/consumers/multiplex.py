@@ -8,11 +8,11 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 
 from ws import topics
 from ws._publisher import Position, Resume
 from ws.census import census
+from ws.conf import push_settings
 from ws.consumers.base import PushConsumer
 from ws.consumers.presence import PresenceMixin
 from ws.hooks import topic_subscribed
@@ -59,7 +59,7 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         await self.claim_seat()
 
     async def close_if_no_token(self) -> None:
-        await asyncio.sleep(settings.PUSH_AUTH_TIMEOUT_S)
+        await asyncio.sleep(push_settings.PUSH_AUTH_TIMEOUT_S)
         if self.awaiting_token:
             await self.refuse_auth("no token within the time allowed")
 
@@ -133,10 +133,10 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         if not await database_sync_to_async(topic.may_subscribe)(self.user):
             raise ProtocolError(CloseCode.FORBIDDEN, "not allowed to subscribe", topic.name)
         held = self.subscriptions.get(topic.name)
-        if held is None and len(self.subscriptions) >= settings.PUSH_MAX_SUBSCRIPTIONS:
+        if held is None and len(self.subscriptions) >= push_settings.PUSH_MAX_SUBSCRIPTIONS:
             raise ProtocolError(
                 CloseCode.RATE_LIMITED,
-                f"too many subscriptions (max {settings.PUSH_MAX_SUBSCRIPTIONS})",
+                f"too many subscriptions (max {push_settings.PUSH_MAX_SUBSCRIPTIONS})",
                 topic.name,
             )
         if held is not None and since is None:

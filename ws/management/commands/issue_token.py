@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ws.conf import push_settings
 from ws.tokens import issue_token
 
 
@@ -23,4 +23,4 @@ class Command(BaseCommand):
         if user is None or not user.is_active:
             raise CommandError(f"no active user {options['username']!r}")
         self.stdout.write(issue_token(user))
-        self.stderr.write(f"valid for {settings.PUSH_TOKEN_MAX_AGE_S} s")
+        self.stderr.write(f"valid for {push_settings.PUSH_TOKEN_MAX_AGE_S} s")
