@@ -130,7 +130,7 @@ def publish_tasks(app: Any, client: Any, count: int) -> dict[str, Any]:
     # from the first send until the last push is numbered: queueing is far faster.
     started = time.perf_counter()
     for n in range(count):
-        app.send_task("tasks.tasks.publish", args=[topic, {"n": n}], ignore_result=True)
+        app.send_task("ws.publish", args=[topic, {"n": n}], ignore_result=True)
     queued = time.perf_counter() - started
     deadline = time.monotonic() + 600
     while int(client.hget(meta, "seq") or 0) < count:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from tasks.patience import patient_with_redis
-from tasks.tasks import RETRY_POLICY
+from ws.tasks import RETRY_POLICY, patient_with_redis
 
 
 @shared_task(name="chat.tasks.end_unanswered_call", ignore_result=True, **RETRY_POLICY)

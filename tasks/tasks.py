@@ -1,39 +1,16 @@
 """Celery tasks that push. They take names and ids, and retry while Redis is away:
-first in their own process (``tasks/patience.py``), then through Celery."""
+first in their own process, then through Celery (``ws.tasks``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from celery import Task, shared_task
+from celery import shared_task
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tasks.clock import clock_reading
-from tasks.patience import patient_with_redis
 from ws import SendMessage, push
+from ws.tasks import RETRY_POLICY, patient_with_redis
 
 CLOCK_TOPIC = "dashboard.clock"
-
-RETRY_POLICY: dict[str, Any] = {
-    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
-    "retry_backoff": True,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 8,
-}
-
-
-@shared_task(name="tasks.tasks.publish", bind=True, **RETRY_POLICY)
-@patient_with_redis
-def publish(self: Task, topic: str, data: Any = None, msg: str = "success", code: int = 200) -> int:
-    """Push ``data`` to ``topic`` from a worker; returns the message's ``seq``.
-
-    Keyed by the task's id: a redelivered task (its worker died after pushing,
-    before acknowledging) does not push the same event twice.
-    """
-    return push(topic, data, msg=msg, code=code, key=f"task:{self.request.id}")
 
 
 @shared_task(name="tasks.tasks.push_clock", ignore_result=True, **RETRY_POLICY)

@@ -194,7 +194,7 @@ async def test_a_task_pushing_into_an_outage_retries_and_delivers_once(
     own_stack, own_worker, tmp_path
 ):
     """Redis stops under running tasks: their pushes fail, each task waits for Redis in
-    its own process and runs again (tasks/patience.py), and once Redis is back each
+    its own process and runs again (ws.tasks.patient_with_redis), and once Redis is back each
     push arrives exactly once. (Celery's retry would republish to a Redis that may
     still be loading its data, and lose the task.)"""
     clients = await listeners(own_stack, "room.outage-worker")

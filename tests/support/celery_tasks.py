@@ -11,9 +11,8 @@ import redis
 from celery import Task, shared_task
 from django.conf import settings
 
-from tasks.patience import patient_with_redis
-from tasks.tasks import RETRY_POLICY
 from ws import push
+from ws.tasks import RETRY_POLICY, patient_with_redis
 
 
 @shared_task(name="tests.push_then_work", bind=True)

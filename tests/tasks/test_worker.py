@@ -9,10 +9,10 @@ import uuid
 
 import psutil
 
-from tasks.tasks import publish
 from tests.support.celery_tasks import push_then_work
 from tests.support.clients import open_socket, recv_json, subscribe
 from ws import apush
+from ws.tasks import publish
 
 
 async def test_a_task_push_reaches_both_endpoints_with_rising_seq(daphne_server, celery_worker):
