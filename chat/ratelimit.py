@@ -14,6 +14,7 @@ import secrets
 from django.conf import settings
 
 from ws._publisher import publisher
+from ws.conf import redis_key
 
 __all__ = ["take", "take_from"]
 
@@ -45,8 +46,10 @@ def take(user_id: object) -> float:
 def take_from(key: str, limit: int, window_s: float) -> float:
     """Record one action in the window ``key``; 0 if allowed, else seconds until one is.
 
-    At most ``limit`` actions in any ``window_s`` seconds, counted in Redis.
+    At most ``limit`` actions in any ``window_s`` seconds, counted in Redis under
+    ``PUSH_KEY_PREFIX`` (``push:chat:rate:7``).
     """
     args = [limit, max(1, int(window_s * 1000)), secrets.token_hex(8)]
-    wait_us = publisher.run(lambda: publisher.run_script(_TAKE_LUA, [key], args))
+    keys = [redis_key(key)]
+    wait_us = publisher.run(lambda: publisher.run_script(_TAKE_LUA, keys, args))
     return int(wait_us) / 1_000_000
