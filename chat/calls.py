@@ -457,7 +457,7 @@ def _in_a_live_call(slug: str, user_id: int) -> bool:
 def participant_gone(slug: str, user_id: int) -> int | None:
     """``user_id``'s last socket on ``call.<slug>`` closed: they are reconnecting, if in a call.
 
-    Called from the presence hook (``ws.hooks.presence_left``) in whichever
+    Called from the presence hook (``ws.signals.presence_left``) in whichever
     process saw the leave. The others keep their peer connections;
     ``end_rejoin_grace`` takes the user out ``CALL_REJOIN_GRACE_S`` later unless
     a page of theirs rejoined. With no grace (0) they leave at once: a ringing

@@ -18,7 +18,7 @@ Configured in ``ChatConfig.ready`` (every process):
   see ``chat.calls``; an ``ice`` carries ``"candidate"`` or a batch,
   ``"candidates"``, a ``rejoin`` the peers it ``"keep"``s, a ``lost`` its
   ``"peer"``, a ``mute`` its ``"muted"`` flag); and when a user's last socket leaves the topic
-  (``ws.hooks.presence_left``) they are reconnecting in the room's call.
+  (``ws.signals.presence_left``) they are reconnecting in the room's call.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from chat.services import (
     send_typing,
 )
 from ws import presence, topics
-from ws.hooks import presence_left
+from ws.signals import presence_left
 
 __all__ = ["call_publish", "configure_topics", "publish", "seed_room_accepts_messages"]
 

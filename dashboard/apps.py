@@ -8,5 +8,5 @@ class DashboardConfig(AppConfig):
     verbose_name = "Demo shop"
 
     def ready(self) -> None:
-        # Importing the module registers its dashboards with tasks.dashboards.
+        # Importing the module registers its dashboards with tasks.registry.
         from dashboard import dashboards  # noqa: F401

@@ -1,4 +1,4 @@
-"""The demo dashboards: pure functions of the database, registered with tasks.dashboards.
+"""The demo dashboards: pure functions of the database, registered with tasks.registry.
 
 Both return JSON-able data: amounts as strings with two decimals ("1234.50"),
 times in ISO 8601 UTC with a "Z". The registry adds ``computed_at`` and ``next_due``.
@@ -17,7 +17,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from dashboard.models import Order
-from tasks.dashboards import dashboard
+from tasks.registry import dashboard
 
 __all__ = ["orders", "sales"]
 

@@ -21,7 +21,7 @@ from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from tasks import dashboards
+from tasks import registry
 
 logger = logging.getLogger("tasks")
 
@@ -46,7 +46,7 @@ def code_schedules() -> list[CodeSchedule]:
             CodeSchedule(name, entry["task"], every_s, list(entry.get("args", [])),
                          dict(entry.get("options", {})))
         )  # fmt: skip
-    for entry in dashboards.registered():
+    for entry in registry.registered():
         if entry.every_s is not None:
             found.append(
                 CodeSchedule(

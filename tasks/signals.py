@@ -2,7 +2,7 @@
 
 Saves, deletes and many-to-many changes of any watched model ask for a
 recompute once the transaction commits (a rolled-back one asks for nothing);
-``tasks.dashboards.request_refresh`` coalesces the requests of every process.
+``tasks.registry.request_refresh`` coalesces the requests of every process.
 Connected for all senders in ``TasksConfig.ready``; the registry is consulted
 at signal time, so dashboards registered by later apps are watched too.
 """
@@ -15,8 +15,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from tasks import dashboards
-from ws.hooks import topic_subscribed
+from tasks import registry
+from ws.signals import topic_subscribed
 
 logger = logging.getLogger("tasks")
 
@@ -24,13 +24,13 @@ _M2M_CHANGES = frozenset({"post_add", "post_remove", "post_clear"})
 
 
 def _after_commit(model: type, using: str | None) -> None:
-    for entry in dashboards.watching(model):
+    for entry in registry.watching(model):
         transaction.on_commit(lambda name=entry.name: _request(name), using=using)
 
 
 def _request(name: str) -> None:
     try:
-        dashboards.request_refresh(name)
+        registry.request_refresh(name)
     except Exception:  # Redis away: the next change or the schedule recomputes it
         logger.exception("dashboard %s: could not ask for a recompute", name)
 
@@ -54,8 +54,8 @@ def on_m2m_changed(
 def on_topic_subscribed(sender: Any, topic: str, **kwargs: Any) -> None:
     """A socket subscribed to a dashboard: give it a fresh value if the last is old."""
     kind, _, name = topic.partition(".")
-    if kind == "dashboard" and dashboards.is_registered(name):
-        dashboards.refresh_if_stale(name)
+    if kind == "dashboard" and registry.is_registered(name):
+        registry.refresh_if_stale(name)
 
 
 def connect() -> None:

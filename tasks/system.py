@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu.exceptions import ChannelError
 
-from tasks.dashboards import dashboard
+from tasks.registry import dashboard
 from ws._publisher import publisher
 from ws.census import open_sockets
 

@@ -50,8 +50,8 @@ def refresh_dashboard(name: str, coalesced: bool = False) -> int | None:
     """Recompute dashboard ``name`` and push it, unless nobody subscribes anywhere.
 
     Beat runs it on the dashboard's schedule; model changes run it ``coalesced``
-    (see ``tasks.dashboards.request_refresh``).
+    (see ``tasks.registry.request_refresh``).
     """
-    from tasks import dashboards
+    from tasks import registry
 
-    return dashboards.run_refresh(name, coalesced=coalesced)
+    return registry.run_refresh(name, coalesced=coalesced)

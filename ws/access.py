@@ -3,7 +3,7 @@
 When a user logs out, is deactivated or deleted, or gains or loses a permission
 or a group, the change is announced (after commit) to that user's sockets on
 every server process; each socket reloads its user and drops the subscriptions
-it may no longer hold. Signal receivers live in ``ws/signals.py``.
+it may no longer hold. Signal receivers live in ``ws/receivers.py``.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ class WsConfig(AppConfig):
     verbose_name = "WebSocket push"
 
     def ready(self) -> None:
-        from ws import conf, signals  # noqa: F401 - conf registers its system check
+        from ws import conf, receivers  # noqa: F401 - conf registers its system check
         from ws.outage import QuietReconnects
 
-        signals.connect()
+        receivers.connect()
         # channels-redis logs a traceback a second while Redis is away: one line per outage.
         logging.getLogger("channels_redis.pubsub").addFilter(QuietReconnects())

@@ -46,8 +46,8 @@ from typing import Any, TypedDict
 from ws import topics
 from ws._publisher import publisher
 from ws.conf import push_settings, redis_key
-from ws.hooks import presence_left
 from ws.outage import REDIS_UNAVAILABLE, redis_outage
+from ws.signals import presence_left
 
 __all__ = ["Member", "is_present", "join", "leave", "live_members", "member_for"]
 
@@ -172,7 +172,7 @@ def _ttl_ms() -> int:
 
 
 async def _announce_left(topic: str, left: list[Any]) -> None:
-    """Tell other apps (``ws.hooks.presence_left``) who left; their errors are only logged."""
+    """Tell other apps (``ws.signals.presence_left``) who left; their errors are only logged."""
     for item in left:
         member = json.loads(item)
         answers = await presence_left.asend_robust(sender=Presence, topic=topic, member=member)

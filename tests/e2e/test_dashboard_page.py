@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from project.redis_server import free_port
-from tasks import dashboards
+from tasks import registry
 from tests.support.browser import browser, in_plain_thread  # noqa: F401 - browser: a fixture
 from tests.support.dashboard_pages import (
     WAIT_MS,
@@ -98,7 +98,7 @@ def no_recompute_owed(redis_client: Any) -> None:
     page's subscription asks for because a dashboard was left marked dirty (a
     change while nobody watched) or its value is old (see the tests' first pushes).
     """
-    for entry in dashboards.registered():
+    for entry in registry.registered():
         scheduled = f"dash:{{{entry.name}}}:scheduled"  # a run is queued (60 s at most)
         poll_until(lambda key=scheduled: not redis_client.exists(key), 70, f"{scheduled} gone")
         redis_client.delete(f"dash:{{{entry.name}}}:dirty")

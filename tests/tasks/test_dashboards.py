@@ -14,7 +14,7 @@ from django.db import transaction
 
 from dashboard.dashboards import orders
 from dashboard.models import Order
-from tasks.dashboards import compute_and_push, get
+from tasks.registry import compute_and_push, get
 from tasks.system import system
 from tests.support.clients import open_socket, recv_through, recv_until, subscribe
 from tests.support.users import in_thread

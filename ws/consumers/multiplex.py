@@ -15,7 +15,6 @@ from ws.census import census
 from ws.conf import push_settings
 from ws.consumers.base import PushConsumer
 from ws.consumers.presence import PresenceMixin
-from ws.hooks import topic_subscribed
 from ws.layer_watch import catch_up_again_later, ensure_layer_watch
 from ws.metrics import counters
 from ws.outage import REDIS_UNAVAILABLE, TRY_AGAIN_MESSAGE, redis_outage
@@ -34,6 +33,7 @@ from ws.protocol import (
     render_unsubscribed,
 )
 from ws.push import apush, catch_up, topic_resume
+from ws.signals import topic_subscribed
 
 logger = logging.getLogger("ws")
 
@@ -165,7 +165,7 @@ class MultiplexConsumer(PresenceMixin, PushConsumer):
         await self.join_presence(topic)
 
     async def announce_subscribed(self, topic: str) -> None:
-        """Tell other apps (``ws.hooks.topic_subscribed``); their errors are only logged."""
+        """Tell other apps (``ws.signals.topic_subscribed``); their errors are only logged."""
         answers = await topic_subscribed.asend_robust(sender=type(self), topic=topic)
         for receiver, answer in answers:
             if isinstance(answer, Exception):
