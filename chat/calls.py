@@ -70,6 +70,7 @@ from chat.services import (
     NotAllowed,
     RateLimited,
     check_reader,
+    check_user_ids,
     post_note,
     user_by_id,
 )
@@ -527,17 +528,6 @@ def _take_renegotiation(call: Call, user: Any) -> None:
         )
 
 
-def _check_user_ids(value: Any, name: str) -> list[int]:
-    if value is None:
-        return []
-    limit = settings.CALL_MAX_PARTICIPANTS
-    if not isinstance(value, list) or len(value) > limit:
-        raise InvalidMessage(f'"{name}" must be a list of at most {limit} user ids')
-    if not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
-        raise InvalidMessage(f'"{name}" must list user ids (integers)')
-    return value
-
-
 def rejoin(user: Any, room: Room, keep: Any = None, tab: Any = None) -> int | None:
     """A page of ``user``, a participant, is back: reconnecting no more; the push's seq.
 
@@ -548,7 +538,7 @@ def rejoin(user: Any, room: Room, keep: Any = None, tab: Any = None) -> int | No
     (never was, hung up, or their grace period ended).
     """
     check_reader(user, room)
-    kept = set(_check_user_ids(keep, "keep"))
+    kept = set(check_user_ids(keep, "keep", settings.CALL_MAX_PARTICIPANTS))
     tab = check_tab(tab)
     with _room_locked(room) as call:
         part = None if call is None else _participant(call, user)

@@ -22,9 +22,9 @@ from chat.models import DIRECT_PREFIX, RESERVED_PREFIX, Room, RoomReader, user_d
 from chat.services import (
     InvalidMessage,
     NotAllowed,
+    check_user_ids,
     direct_partner,
-    direct_room,
-    direct_slug,
+    find_or_make_direct_room,
     readable_rooms,
     user_by_id,
 )
@@ -125,9 +125,8 @@ def open_direct(user: Any, other_id: int) -> Room:
     other = user_by_id(other_id)
     if other is None or not people.may_contact(user, other.pk):
         raise NotAllowed("no such user, or not one you may contact")
-    existed = Room.objects.filter(slug=direct_slug(user, other)).exists()
-    room = direct_room(user, other)
-    if not existed:
+    room, made = find_or_make_direct_room(user, other)
+    if made:
         announce(room, "added", [user.pk, other.pk])
     return room
 
@@ -143,14 +142,8 @@ def _check_title(title: object) -> str:
 
 
 def _check_members(user: Any, member_ids: object) -> list[int]:
-    limit = settings.CHAT_ROOM_MAX_MEMBERS - 1
-    if member_ids is None:
-        return []
-    if not isinstance(member_ids, list) or len(member_ids) > limit:
-        raise InvalidMessage(f'"members" must be a list of at most {limit} user ids')
-    if not all(isinstance(item, int) and not isinstance(item, bool) for item in member_ids):
-        raise InvalidMessage('"members" must list user ids (integers)')
-    wanted = set(member_ids) - {user.pk}
+    listed = check_user_ids(member_ids, "members", settings.CHAT_ROOM_MAX_MEMBERS - 1)
+    wanted = set(listed) - {user.pk}
     allowed = set(people.contactable(user).filter(pk__in=wanted).values_list("pk", flat=True))
     refused = sorted(wanted - allowed)
     if refused:

@@ -30,6 +30,7 @@ __all__ = [
     "RateLimited",
     "can_read",
     "check_reader",
+    "check_user_ids",
     "direct_room",
     "history",
     "post_note",
@@ -172,6 +173,17 @@ def send_typing(user: Any, room: Room) -> None:
     ephemeral(room.topic, {"type": "typing", "user": user_data(user)})
 
 
+def check_user_ids(value: Any, name: str, limit: int) -> list[int]:
+    """``value`` as a list of at most ``limit`` user ids (None: none); ``InvalidMessage`` else."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > limit:
+        raise InvalidMessage(f'"{name}" must be a list of at most {limit} user ids')
+    if not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+        raise InvalidMessage(f'"{name}" must list user ids (integers)')
+    return value
+
+
 def direct_slug(user_a: Any, user_b: Any) -> str:
     low, high = sorted((int(user_a.pk), int(user_b.pk)))
     return f"{DIRECT_PREFIX}{low}-{high}"
@@ -179,6 +191,11 @@ def direct_slug(user_a: Any, user_b: Any) -> str:
 
 def direct_room(user_a: Any, user_b: Any) -> Room:
     """The direct conversation of two users, made on first use (same room either way round)."""
+    return find_or_make_direct_room(user_a, user_b)[0]
+
+
+def find_or_make_direct_room(user_a: Any, user_b: Any) -> tuple[Room, bool]:
+    """``direct_room``, and whether this call made it."""
     if not (_signed_in(user_a) and user_b is not None and user_b.is_active):
         raise NotAllowed("direct conversations are between two active users")
     if user_a.pk == user_b.pk:
@@ -196,7 +213,7 @@ def direct_room(user_a: Any, user_b: Any) -> Room:
             raise NotAllowed("that conversation name is taken by a room")
         if created:
             room.members.add(user_a, user_b)
-    return room
+    return room, created
 
 
 def direct_partner(room: Room, user: Any) -> Any:

@@ -78,9 +78,8 @@ def mark_read(user: Any, room: Room, last_read: object) -> dict[str, Any]:
 
 
 def _reader_ids(room: Room) -> set[int]:
-    readers = set(RoomReader.objects.filter(room=room).values_list("user_id", flat=True))
     if room.open_to_signed_in:
-        return readers
+        return set(RoomReader.objects.filter(room=room).values_list("user_id", flat=True))
     return set(room.members.values_list("pk", flat=True))
 
 

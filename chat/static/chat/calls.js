@@ -1,7 +1,7 @@
 /*
  * Voice calls on the chat page: the call panel and the WebRTC mesh behind it.
  *
- *   const calls = ChatCalls.create({ client, config, onOpenRoom });
+ *   const calls = ChatCalls.create({ client, config, api, onOpenRoom });  // api: POST JSON with CSRF
  *   calls.watch(room);        // the room shown: its call.<room> line
  *   await calls.stats();      // {peerId: {state, bytesReceived, restarts, pair, createdAt, ...}}
  *   calls.ice();              // the RTCConfiguration last fetched, and how many fetches
@@ -68,11 +68,6 @@
   // How long callIn and acceptIn wait for the page's socket to be counted on call.<room>.
   const PRESENCE_WAIT_MS = 10000;
 
-  function csrfToken() {
-    const found = document.cookie.split("; ").find((pair) => pair.startsWith("csrftoken="));
-    return found ? decodeURIComponent(found.slice("csrftoken=".length)) : "";
-  }
-
   function newTabId() {
     const bytes = new Uint8Array(12);
     global.crypto.getRandomValues(bytes);
@@ -101,7 +96,7 @@
     return pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed";
   }
 
-  function create({ client, config, onOpenRoom }) {
+  function create({ client, config, onOpenRoom, api }) {
     const el = (id) => document.getElementById(id);
     const me = config.user.id;
     const tab = newTabId(); // this page's id: a reload or another window is another page
@@ -912,19 +907,16 @@
     el("ring-me").addEventListener("change", async (event) => {
       const box = event.target;
       const slug = shown;
-      const answer = await fetch(config.ringUrl.replace("ROOM", encodeURIComponent(slug)), {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-        body: JSON.stringify({ ring: box.checked }),
-      });
-      if (!answer.ok) {
+      let answer;
+      try {
+        answer = await api(config.ringUrl.replace("ROOM", encodeURIComponent(slug)), { ring: box.checked });
+      } catch (error) {
         box.checked = !box.checked;
         showError("could not change whether this room rings you");
         return;
       }
       const entry = watched.get(slug);
-      if (entry) entry.room = { ...entry.room, ...(await answer.json()).room };
+      if (entry) entry.room = { ...entry.room, ...answer.room };
     });
     client.on("state", (state) => {
       if (state === "open") rings.load().catch(() => {}); // rings sent while this page was away

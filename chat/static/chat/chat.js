@@ -40,7 +40,7 @@
   const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
 
-  const calls = ChatCalls.create({ client, config, onOpenRoom: (slug) => openRoomBySlug(slug) });
+  const calls = ChatCalls.create({ client, config, api, onOpenRoom: (slug) => openRoomBySlug(slug) });
   window.chatCalls = calls; // the page's call, for the console: await chatCalls.stats()
   let rooms = [];
   // {room, stop, messages: Map(id -> message), typing: Map(name -> timer), before: id of the
