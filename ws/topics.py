@@ -196,6 +196,14 @@ REGISTRY: dict[str, TopicPattern] = {
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
+def _check_history(history_size: object, history_ttl_s: object) -> None:
+    for name, value in (("history_size", history_size), ("history_ttl_s", history_ttl_s)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ValueError(f"{name} must be a non-negative int")
+
+
 def register(
     kind: str,
     *,
@@ -223,11 +231,7 @@ def register(
         raise ValueError(f"topic family {kind!r}: 1 to 32 of a-z, 0-9, _ or -, from a letter")
     if kind in REGISTRY:
         raise ValueError(f"topic family {kind!r} is registered already")
-    for name, value in (("history_size", history_size), ("history_ttl_s", history_ttl_s)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
-            raise ValueError(f"{name} must be a non-negative int")
+    _check_history(history_size, history_ttl_s)
     REGISTRY[kind] = TopicPattern(
         kind,
         has_param,
@@ -292,6 +296,7 @@ def declare(
     ``on_publish`` is its publish handler. Declare in every process (``ready()``
     runs in each): a topic's settings are per process.
     """
+    _check_history(history_size, history_ttl_s)
     name = resolve(topic).name
     rules = _DECLARED.setdefault(name, {})
     if subscribe is not None:
@@ -304,8 +309,6 @@ def declare(
         _PRESENCE[name] = presence
     for field_name, value in (("size", history_size), ("ttl_s", history_ttl_s)):
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"history_{field_name} must be a non-negative int")
             _RETENTION.setdefault(name, {})[field_name] = value
 
 
