@@ -86,6 +86,9 @@ class LayerWatch:
                 self.groups = self._probe_groups()
                 for group in self.groups:
                     await self.layer.group_add(group, self.channel)
+                # Every shard's subscription exists now: hear its reconnects from the
+                # start, not from the first check (an outage may come before it).
+                self.hear_reconnects()
                 break
             except (RedisError, OSError):  # Redis is down as the process starts
                 await asyncio.sleep(self.interval)

@@ -228,3 +228,33 @@ async def test_a_task_pushing_into_an_outage_retries_and_delivers_once(
     log = own_worker.log_text()
     assert log.count("publish_when_released: Redis is away") >= len(task_ids)
     assert all(f"[{task_id}] succeeded" in log for task_id in task_ids)
+
+
+@pytest.fixture
+def unchecked_stack(child_env, log_dir) -> Iterator[OwnStack]:
+    """A Redis and daphne of their own whose layer watch does not check for a minute:
+    only its hearing of the layer's reconnects can repair an outage."""
+    directory = Path(tempfile.mkdtemp(prefix="push-reconnect-redis-"))
+    redis = RedisServer.start(directory, tied_to_parent=True)
+    env = {**child_env, "REDIS_URL": redis.url, "PUSH_LAYER_CHECK_S": "60"}
+    daphne = DaphneServer(env, log_dir, free_port(), name="daphne-reconnect")
+    yield OwnStack(redis, daphne, KeyedPusher([redis.url]))
+    daphne.stop()
+    redis.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_restart_right_after_the_first_socket_is_repaired_by_the_reconnect(
+    unchecked_stack,
+):
+    """Redis restarts a moment after the process's first socket subscribed, long before
+    the watch's first check. A push made as soon as Redis answers can reach Redis before
+    the layer's subscription is back; the reconnect's catch-up still delivers it."""
+    stack = unchecked_stack
+    clients = await listeners(stack, "room.reconnect-early")
+    stack.redis.stop()
+    stack.redis.launch()  # on this thread: PDEATHSIG follows the starting thread
+    await asyncio.to_thread(stack.push, "room.reconnect-early", 1)
+    await asyncio.wait_for(asyncio.gather(*(c.read_until(1) for c in clients)), 10)
+    assert all([data for data, _ in c.received] == [1] for c in clients)
+    assert "the channel layer reconnected to Redis" in stack.daphne.log_text()
