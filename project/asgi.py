@@ -4,31 +4,14 @@
 
 HTTP goes to Django; WebSockets pass the Origin check (scheme, host and port:
 ``ws/origins.py``) and session authentication before the URL router picks a
-consumer, which then accepts a token where there is no session.
+consumer, which then accepts a token where there is no session. The stack is
+``ws.asgi.push_application``'s, the seed routes included.
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-# Django must be set up before anything imports models (the auth middleware does).
-django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddleware  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from ws.asgi import push_application  # after the line above: ws reads the settings as it loads
 
-from ws.origins import OriginValidator  # noqa: E402
-from ws.routing import websocket_urlpatterns  # noqa: E402
-from ws.sessions import websocket_session_stack  # noqa: E402
-
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # Channels' AuthMiddlewareStack, with a session middleware that leaves
-        # ``send`` unwrapped (ws/sessions.py).
-        "websocket": OriginValidator(
-            websocket_session_stack(AuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-    }
-)
+application = push_application()

@@ -5,6 +5,11 @@ sets one, else the default below. ``manage.py check`` (and every ``runserver``,
 ``migrate``...) reports a value of the wrong kind or out of range (``ws.E001``), and a
 presence refresh that is not below its TTL (``ws.E002``).
 
+The one setting ws cannot default is ``CHANNEL_LAYERS``: its ``default`` layer must be
+channels-redis' ``RedisPubSubChannelLayer`` (or a subclass, as ``ws.layer.PushChannelLayer``),
+because pushes are published in its wire format, and without ``symmetric_encryption_keys``
+(``ws.E003``).
+
 ``PUSH_KEY_PREFIX`` begins every Redis key the transport writes (``push`` by
 default: ``push:{dashboard.sales}``, ``push:conns:{7}``...), so two projects can share
 one Redis database; give the channel layer its own ``prefix`` as well.
@@ -18,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.utils.module_loading import import_string
 
 __all__ = ["DEFAULTS", "push_settings", "redis_key"]
 
@@ -112,3 +118,40 @@ def check_push_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             )
         )
     return found
+
+
+PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
+LAYER_EXAMPLE = (
+    "CHANNEL_LAYERS = {'default': {'BACKEND': 'ws.layer.PushChannelLayer', "
+    "'CONFIG': {'hosts': ['redis://127.0.0.1:6379/0']}}}"
+)
+
+
+def _layer_problem() -> str | None:
+    layers = getattr(settings, "CHANNEL_LAYERS", None)
+    layer = layers.get("default") if isinstance(layers, dict) else None
+    wanted = f"ws needs {PUBSUB_LAYER} (or a subclass): pushes are published in its wire format"
+    if not isinstance(layer, dict):
+        return f"CHANNEL_LAYERS has no 'default' layer; {wanted}"
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    backend = layer.get("BACKEND")
+    try:
+        layer_class = import_string(backend) if isinstance(backend, str) else None
+    except ImportError as error:
+        return f"CHANNEL_LAYERS['default'] BACKEND {backend!r} cannot be imported ({error})"
+    if not (isinstance(layer_class, type) and issubclass(layer_class, RedisPubSubChannelLayer)):
+        return f"CHANNEL_LAYERS['default'] BACKEND is {backend!r}; {wanted}"
+    if (layer.get("CONFIG") or {}).get("symmetric_encryption_keys"):
+        return (
+            "CHANNEL_LAYERS symmetric_encryption_keys is not supported by the push "
+            "publisher; protect the link with rediss:// (TLS) instead"
+        )
+    return None
+
+
+@checks.register
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``ws.E003``: no channel layer ws can publish to (channels-redis' pub/sub layer)."""
+    problem = _layer_problem()
+    return [] if problem is None else [checks.Error(problem, hint=LAYER_EXAMPLE, id="ws.E003")]

@@ -5,7 +5,8 @@ served from another port or scheme of the same host (another app, a dev
 server) could open sockets with the user's cookies. Here an Origin passes when
 it is the socket's own origin (its ``Host`` header, with the scheme from
 ``X-Forwarded-Proto`` behind a proxy, else ``http``) or is listed in
-``PUSH_ALLOWED_ORIGINS``; the ``Host`` must be in ``ALLOWED_HOSTS``.
+``PUSH_ALLOWED_ORIGINS``; the ``Host`` must be in ``ALLOWED_HOSTS`` (with
+``DEBUG`` and no ``ALLOWED_HOSTS``, the local names Django's own check allows).
 
 A request without an Origin header (not a browser) passes with
 ``scope["push_origin"] = None``: consumers then require a token.
@@ -27,6 +28,9 @@ from ws.conf import push_settings
 logger = logging.getLogger("ws")
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# What Django's ``HttpRequest.get_host`` allows with DEBUG on and ALLOWED_HOSTS empty
+# (a fresh ``startproject``): sockets pass where the project's pages are served.
+DEBUG_ALLOWED_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
 
 Origin = tuple[str, str, int]
 
@@ -42,6 +46,13 @@ def parse_origin(value: str) -> Origin | None:
     if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
         return None
     return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+
+
+def allowed_hosts() -> list[str]:
+    """``ALLOWED_HOSTS``, as Django's own host check reads it."""
+    if settings.DEBUG and not settings.ALLOWED_HOSTS:
+        return DEBUG_ALLOWED_HOSTS
+    return settings.ALLOWED_HOSTS
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -74,7 +85,7 @@ class OriginValidator:
         domain, _ = split_domain_port(host)
         origin = _header(scope, b"origin")
         reason = None
-        if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        if not domain or not validate_host(domain, allowed_hosts()):
             reason = "host not in ALLOWED_HOSTS"
         elif origin is not None:
             allowed = {own_origin(scope)} | {

@@ -1,8 +1,8 @@
 """The wire protocol: frame shapes, validation of what clients send, rendering.
 
-Two endpoints speak JSON text frames (docs/protocol.md):
-the seed route ``ws/heartbeat/<room>/`` with the seed's envelope
-``{"msg", "code", "data"}``, and the multiplexed ``ws/`` with ``op`` frames.
+Two endpoints speak JSON text frames (docs/protocol.md): the multiplexed
+``ws/`` with ``op`` frames, here, and the seed route ``ws/heartbeat/<room>/``
+with the seed's envelope ``{"msg", "code", "data"}`` (its frames: ``ws/seed``).
 Message bodies are encoded once, by the publisher, as the JSON members
 ``"msg":..,"code":..,"data":..``; consumers only wrap them.
 """
@@ -16,14 +16,13 @@ from typing import Any, Literal, NotRequired, TypedDict
 from django.core.serializers.json import DjangoJSONEncoder
 
 __all__ = [
-    "SEED_GREETING",
     "ClientFrame",
     "CloseCode",
     "ProtocolError",
     "encode_body",
     "encode_data",
+    "load_object",
     "parse_client_frame",
-    "parse_seed_frame",
 ]
 
 
@@ -95,8 +94,9 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _load_object(text: str) -> dict[str, Any]:
-    """``json.loads`` that refuses NaN/Infinity and says what it expected."""
+def load_object(text: str) -> dict[str, Any]:
+    """A client frame that must be a JSON object: ``json.loads`` that refuses NaN/Infinity,
+    too deep a nesting or another type with a ``ProtocolError`` saying what it expected."""
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
@@ -119,7 +119,7 @@ def _topic_field(frame: dict[str, Any], op: str) -> str:
 
 def parse_client_frame(text: str) -> ClientFrame:
     """Validate one frame of the multiplexed endpoint, or raise ``ProtocolError``."""
-    frame = _load_object(text)
+    frame = load_object(text)
     op = frame.get("op")
     if not isinstance(op, str):
         raise ProtocolError(CloseCode.MALFORMED, "frame needs a string 'op'")
@@ -162,15 +162,6 @@ def parse_client_frame(text: str) -> ClientFrame:
     )
 
 
-def parse_seed_frame(text: str) -> str:
-    """Validate a seed-route client frame ``{"message": "..."}``; return the message."""
-    frame = _load_object(text)
-    message = frame.get("message")
-    if not isinstance(message, str):
-        raise ProtocolError(CloseCode.MALFORMED, "frame needs a string 'message'")
-    return message
-
-
 def frame_too_large(text: str, limit: int) -> bool:
     """True when ``text`` is over ``limit`` bytes of UTF-8 (encodes only when unsure)."""
     if len(text) > limit:
@@ -179,8 +170,6 @@ def frame_too_large(text: str, limit: int) -> bool:
 
 
 # --- server -> client -------------------------------------------------------------------
-
-SEED_GREETING = json.dumps({"msg": "heartbeat", "code": 200, "data": []})
 
 
 def encode_body(data: Any, msg: str, code: int) -> str:
@@ -214,11 +203,6 @@ def render_message(topic: str, seq: int, body: str, *, reset: bool = False) -> s
     """
     marker = '"reset":true,' if reset else ""
     return f'{{"op":"message","topic":"{topic}","seq":{seq},{marker}{body}}}'
-
-
-def render_seed_message(seq: int, body: str) -> str:
-    """A push on the seed route: the seed's envelope, plus the topic's ``seq``."""
-    return f'{{{body},"seq":{seq}}}'
 
 
 def render_subscribed(
@@ -285,8 +269,3 @@ def render_error(
     if request is not None:
         frame["request"] = request
     return json.dumps(frame)
-
-
-def render_seed_error(code: CloseCode, message: str) -> str:
-    """An error on the seed route, in the seed's envelope."""
-    return json.dumps({"msg": message, "code": int(code), "data": []})

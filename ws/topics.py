@@ -345,7 +345,10 @@ def group_name(topic: str) -> str:
     """The channel-layer group of a topic.
 
     Seed rooms keep the seed's group ``chat_<room>``, so code that sends to
-    that group directly still reaches seed clients.
+    that group directly still reaches seed clients. It is named here, not in
+    ``ws.seed``: every process that pushes to a room (a worker, the shell)
+    must name the group as the web processes do, whether or not any of them
+    loads the seed module, and the multiplexed endpoint serves rooms too.
     """
     resolved = resolve(topic)
     if resolved.pattern.kind == SEED_ROOM_KIND:

@@ -26,13 +26,20 @@ LOG_FAILURES = re.compile(r"Traceback|Too many connections|Timeout reading|MaxCo
 class ChildProcess:
     """One OS process of the stack under test (daphne, a Celery worker, beat...)."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        cwd: Path = BASE_DIR,
+    ):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             list(argv),
-            cwd=BASE_DIR,
+            cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from ws import push
-from ws.conf import DEFAULTS, check_push_settings, push_settings
+from ws import keys, push
+from ws.conf import DEFAULTS, check_channel_layer, check_push_settings, push_settings
 
 
 def errors_for(settings: Any, **values: Any) -> list[str]:
@@ -50,7 +50,57 @@ def test_a_bad_value_is_reported_by_the_system_check(settings, values, expected)
 
 
 def test_the_key_prefix_keeps_two_projects_apart_on_one_redis(settings, redis_client):
+    ours = keys.topic("room.prefixed").meta
     settings.PUSH_KEY_PREFIX = "other-project"
     push("room.prefixed", {"n": 1})
-    assert redis_client.exists("other-project:{room.prefixed}")
-    assert not redis_client.exists("push:{room.prefixed}")
+    theirs = keys.topic("room.prefixed").meta
+    assert theirs.startswith("other-project:")
+    assert redis_client.exists(theirs)
+    assert not redis_client.exists(ours)
+
+
+def layer_errors(settings: Any, layers: Any) -> list[str]:
+    if layers is None:
+        del settings.CHANNEL_LAYERS
+    else:
+        settings.CHANNEL_LAYERS = layers
+    return [f"{error.id} {error.msg}" for error in check_channel_layer()]
+
+
+def test_the_projects_channel_layer_passes(settings):
+    assert [error.id for error in check_channel_layer()] == []
+    assert (
+        layer_errors(
+            settings, {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}}
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("layers", "expected"),
+    [
+        (None, "ws.E003 CHANNEL_LAYERS has no 'default' layer"),
+        ({}, "ws.E003 CHANNEL_LAYERS has no 'default' layer"),
+        (
+            {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}},
+            "ws.E003 CHANNEL_LAYERS['default'] BACKEND is 'channels_redis.core.RedisChannelLayer'",
+        ),
+        (
+            {"default": {"BACKEND": "nowhere.Layer"}},
+            "ws.E003 CHANNEL_LAYERS['default'] BACKEND 'nowhere.Layer' cannot be imported",
+        ),
+        (
+            {
+                "default": {
+                    "BACKEND": "ws.layer.PushChannelLayer",
+                    "CONFIG": {"symmetric_encryption_keys": ["secret"]},
+                }
+            },
+            "ws.E003 CHANNEL_LAYERS symmetric_encryption_keys is not supported",
+        ),
+    ],
+)
+def test_a_channel_layer_ws_cannot_publish_to_is_reported(settings, layers, expected):
+    (found,) = layer_errors(settings, layers)
+    assert found.startswith(expected), found

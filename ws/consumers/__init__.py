@@ -1,7 +1,9 @@
-"""Thin consumers: authenticate, authorize, subscribe, relay what the layer delivers."""
+"""Thin consumers: authenticate, authorize, subscribe, relay what the layer delivers.
+
+The seed route's consumer is ``ws.seed.SeedRoomConsumer``.
+"""
 
 from ws.consumers.base import NotFoundConsumer, PushConsumer
 from ws.consumers.multiplex import MultiplexConsumer
-from ws.consumers.seed import SeedRoomConsumer
 
-__all__ = ["MultiplexConsumer", "NotFoundConsumer", "PushConsumer", "SeedRoomConsumer"]
+__all__ = ["MultiplexConsumer", "NotFoundConsumer", "PushConsumer"]

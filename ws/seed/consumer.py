@@ -1,4 +1,7 @@
-"""The seed route ``heartbeat/<room>/``, as the seed's clients know it."""
+"""The seed route ``heartbeat/<room>/``, as the seed's clients know it: its consumer and routes.
+
+Loaded only where ``ws.asgi`` mounts the seed routes (``seed_routes=True``).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +10,18 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.urls import re_path
 
 from ws import topics
-from ws._publisher import Position
 from ws.census import census
 from ws.consumers.base import PushConsumer
 from ws.layer_watch import catch_up_again_later, ensure_layer_watch
 from ws.metrics import counters
 from ws.outage import REDIS_UNAVAILABLE, redis_outage
-from ws.protocol import (
-    SEED_GREETING,
-    CloseCode,
-    ProtocolError,
-    parse_seed_frame,
-    render_seed_error,
-    render_seed_message,
-)
+from ws.protocol import CloseCode, ProtocolError
 from ws.push import aephemeral, catch_up, topic_resume
+from ws.seed import GREETING, parse_frame, render_error, render_message
+from ws.store import Position
 
 logger = logging.getLogger("ws")
 
@@ -70,7 +68,7 @@ class SeedRoomConsumer(PushConsumer):
         self.counted = True
         # Where the room stands as the client joins: later gaps are replayed from here.
         self.position = (await topic_resume(self.topic, None, None, snapshot=False)).position
-        await self.send(text_data=SEED_GREETING)
+        await self.send(text_data=GREETING)
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
@@ -92,7 +90,7 @@ class SeedRoomConsumer(PushConsumer):
             await self.refuse_and_close(CloseCode.FORBIDDEN, f"access revoked: {reason}")
 
     async def handle_text(self, text: str) -> None:
-        message = parse_seed_frame(text)
+        message = parse_frame(text)
         topic = topics.resolve(self.topic)
         if not await database_sync_to_async(topic.may_publish)(self.user):
             raise ProtocolError(CloseCode.FORBIDDEN, "this room does not accept client messages")
@@ -108,7 +106,7 @@ class SeedRoomConsumer(PushConsumer):
             raise ProtocolError(CloseCode(refused.code), refused.message) from None
 
     async def send_error(self, code: CloseCode, message: str, topic: str | None) -> None:
-        await self.send(text_data=render_seed_error(code, message))
+        await self.send(text_data=render_error(code, message))
 
     async def push_message(self, event: dict[str, Any]) -> None:
         held, seq = self.position, event["seq"]
@@ -119,7 +117,7 @@ class SeedRoomConsumer(PushConsumer):
             await self.push_catchup(event)
             return
         self.position = Position(seq, held.epoch)
-        await self.send(text_data=render_seed_message(seq, event["body"]))
+        await self.send(text_data=render_message(seq, event["body"]))
 
     async def push_catchup(self, event: dict[str, Any]) -> None:
         """Send what the client missed (the seed's clients cannot ask for it)."""
@@ -133,7 +131,7 @@ class SeedRoomConsumer(PushConsumer):
             counters.catchups += 1
         self.position = resume.position
         for seq, body in resume.messages:
-            await self.send(text_data=render_seed_message(seq, body))
+            await self.send(text_data=render_message(seq, body))
 
     async def push_overflow(self, event: dict[str, Any]) -> None:
         """The queue overflowed and messages were dropped: replay them, recheck access."""
@@ -147,3 +145,10 @@ class SeedRoomConsumer(PushConsumer):
     async def chat_data(self, event: dict[str, Any]) -> None:
         """The seed's own event, for code that still sends to ``chat_<room>`` directly."""
         await self.send(text_data=json.dumps(event.get("data")))
+
+
+seed_urlpatterns = [
+    re_path(r"^ws/heartbeat/(?P<room_name>[^/]+)/$", SeedRoomConsumer.as_asgi()),
+    re_path(r"^heartbeat/(?P<room_name>[^/]+)/$", SeedRoomConsumer.as_asgi()),
+]
+"""The seed's routes: ``ws/heartbeat/<room>/`` and ``heartbeat/<room>/``."""
