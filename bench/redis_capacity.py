@@ -114,8 +114,8 @@ def fan_out(subscriber_counts: list[int], pushes: int) -> dict[str, Any]:
     with Stack("ours", server=False) as stack:
         stack.use_in_this_process()
         from ws import topics
-        from ws._publisher import group_channel
         from ws.push import push
+        from ws.store import group_channel
 
         topic = topics.seed_room_topic(ROOM)
         channel = group_channel("asgi", topics.group_name(topic))

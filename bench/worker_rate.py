@@ -125,7 +125,9 @@ def main() -> None:
 def publish_tasks(app: Any, client: Any, count: int) -> dict[str, Any]:
     """Queue ``count`` publish tasks, then time the worker draining them (tasks per second)."""
     topic = "dashboard.bench_tasks"
-    meta = f"push:{{{topic}}}"
+    from ws import keys
+
+    meta = keys.topic(topic).meta
     # Queued while nothing consumes them is not possible here (the worker is up), so time
     # from the first send until the last push is numbered: queueing is far faster.
     started = time.perf_counter()

@@ -13,8 +13,8 @@ import secrets
 
 from django.conf import settings
 
-from ws._publisher import publisher
 from ws.conf import redis_key
+from ws.publisher import run_script
 
 __all__ = ["take", "take_from"]
 
@@ -51,5 +51,5 @@ def take_from(key: str, limit: int, window_s: float) -> float:
     """
     args = [limit, max(1, int(window_s * 1000)), secrets.token_hex(8)]
     keys = [redis_key(key)]
-    wait_us = publisher.run(lambda: publisher.run_script(_TAKE_LUA, keys, args))
+    wait_us = run_script(_TAKE_LUA, keys, args)
     return int(wait_us) / 1_000_000

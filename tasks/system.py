@@ -7,8 +7,8 @@ from typing import Any
 from kombu.exceptions import ChannelError
 
 from tasks.registry import dashboard
-from ws._publisher import publisher
 from ws.census import open_sockets
+from ws.publisher import pushes_per_s
 
 
 def queue_length(queue: str = "celery") -> int:
@@ -28,6 +28,6 @@ def system() -> dict[str, Any]:
     """Live figures of the whole deployment, gathered from Redis."""
     return {
         "open_sockets": open_sockets(),
-        "pushes_per_s": round(publisher.run(lambda: publisher.pushes_per_s()), 2),
+        "pushes_per_s": round(pushes_per_s(), 2),
         "queue_length": queue_length(),
     }

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 
-from ws._publisher import publisher
+from ws.publisher import publisher
 from ws.topics import access_group
 
 ACCESS_EVENT_TYPE = "push.access"

@@ -20,13 +20,14 @@ import socket
 from collections import Counter
 from typing import Any
 
-from ws import topics
-from ws._publisher import publisher
-from ws.conf import push_settings, redis_key
+from ws import keys, topics
+from ws.conf import push_settings
+from ws.publisher import publisher
 
 __all__ = ["census", "is_watched", "open_sockets", "subscribers"]
 
-KEY_PREFIX = redis_key("census", "")
+# Every process's census hash.
+PATTERN = keys.census("*")
 SOCKETS_FIELD = "_sockets"
 
 
@@ -34,7 +35,7 @@ class Census:
     """This process's sockets: how many, and how many per topic."""
 
     def __init__(self) -> None:
-        self.key = f"{KEY_PREFIX}{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.key = keys.census(f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
         self.sockets = 0
         self.per_topic: Counter[str] = Counter()
 
@@ -62,7 +63,7 @@ census = Census()
 
 
 def _sum_field(field: str) -> int:
-    hashes = publisher.run(lambda: publisher.hashes_matching(f"{KEY_PREFIX}*", field))
+    hashes = publisher.run(lambda: publisher.hashes_matching(PATTERN, field))
     return sum(int(value) for value in hashes if value is not None)
 
 

@@ -45,7 +45,8 @@ from ws.protocol import CloseCode
 
 logger = logging.getLogger("ws")
 
-__all__ = ["DRAIN_GRACE_S", "REASON", "Drain", "drain"]
+# ``RunningServer``: what the drain needs of the server (tests stand one in).
+__all__ = ["DRAIN_GRACE_S", "REASON", "Drain", "RunningServer", "drain"]
 
 # How long after the window the last sockets have to finish closing.
 DRAIN_GRACE_S = 5.0

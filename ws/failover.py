@@ -27,10 +27,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from ws.conf import redis_key
+from ws import keys
 
-REPLID_KEY = redis_key("replid")
-GENERATION_KEY = redis_key("generation")
+# Fixed when ws loads: every connection's check and every script agree on them.
+REPLID_KEY = keys.replid()
+GENERATION_KEY = keys.generation()
 
 # KEYS[1] the recorded replication id, KEYS[2] the generation. ARGV[1] a new generation.
 # Returns 1 when this server took over from the recorded one (a new generation began).

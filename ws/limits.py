@@ -16,8 +16,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ws._publisher import publisher
-from ws.conf import push_settings, redis_key
+from ws import keys
+from ws.conf import push_settings
+from ws.publisher import arun_script
 
 CONNECTION_TTL_S = 120
 
@@ -63,28 +64,15 @@ class FrameRate:
         return False
 
 
-def _connections_key(user_id: object) -> str:
-    return redis_key("conns", f"{{{user_id}}}")
-
-
 async def claim_connection(user_id: object, socket: str) -> bool:
     """Count ``socket`` as one of the user's; False when they have too many already."""
-    claimed = await publisher.arun(
-        lambda: publisher.run_script(
-            _CLAIM_LUA,
-            [_connections_key(user_id)],
-            [
-                socket,
-                int(time.time()),
-                CONNECTION_TTL_S,
-                push_settings.PUSH_MAX_CONNECTIONS_PER_USER,
-            ],
-        )
+    claimed = await arun_script(
+        _CLAIM_LUA,
+        [keys.user_sockets(user_id)],
+        [socket, int(time.time()), CONNECTION_TTL_S, push_settings.PUSH_MAX_CONNECTIONS_PER_USER],
     )
     return bool(claimed)
 
 
 async def release_connection(user_id: object, socket: str) -> None:
-    await publisher.arun(
-        lambda: publisher.run_script(_RELEASE_LUA, [_connections_key(user_id)], [socket])
-    )
+    await arun_script(_RELEASE_LUA, [keys.user_sockets(user_id)], [socket])

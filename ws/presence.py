@@ -7,7 +7,7 @@ presence=True)``). A member is a user, not a socket: ``{"id": "user:7",
 topic joins when the first subscribes and leaves when the last one goes.
 
 Everything lives in Redis, per topic, under one hash tag ``{topic}`` (so on one
-Cluster slot, beside the topic's history):
+Cluster slot, beside the topic's history; ``ws.keys.topic(T).presence``):
 
 - ``push:{T}:p:conns``  zset: socket (channel name) -> expiry (ms, Redis' clock);
 - ``push:{T}:p:member`` hash: socket -> member id;
@@ -43,10 +43,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from ws import topics
-from ws._publisher import publisher
-from ws.conf import push_settings, redis_key
+from ws import keys, topics
+from ws.conf import push_settings
 from ws.outage import REDIS_UNAVAILABLE, redis_outage
+from ws.publisher import publisher
 from ws.signals import presence_left
 
 __all__ = ["Member", "is_present", "join", "leave", "live_members", "member_for"]
@@ -75,7 +75,7 @@ def member_for(user: Any, conn: str) -> Member:
 
 
 def _keys(topic: str) -> list[str]:
-    return [redis_key(f"{{{topic}}}", "p", part) for part in ("conns", "member", "count", "json")]
+    return list(keys.topic(topic).presence)
 
 
 # KEYS: the topic's four keys (see the module's docstring). ARGV[1] the layer channel

@@ -1,35 +1,33 @@
 """The push API: the one door to the channel layer outside consumers.
 
-    from ws import push, apush, SendMessage
+    from ws import push, apush
 
     push("dashboard.sales", {"total": 42})          # views, signals, tasks, shell
     await apush("dashboard.sales", {"total": 42})   # async code
-    SendMessage("lobby").send({"text": "hi"})        # the seed's helper, seed route
     ephemeral("chat.lobby", {"type": "typing"})      # not numbered, not kept
 
 Every message gets its topic's next sequence number (returned), is kept in the
 topic's history for resume, and reaches every subscribed socket on every server
 process as ``{"msg": ..., "code": ..., "data": ...}``. An ephemeral event
 (typing indicators) reaches the sockets subscribed now and nothing else: no
-``seq``, no history, so a resume never replays a stale one.
+``seq``, no history, so a resume never replays a stale one. The seed's helper
+``SendMessage`` is ``ws.seed``'s, on top of ``push``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction
-
 from ws import topics
-from ws._publisher import Position, Resume, publisher
-from ws._publisher_sync import sync_publisher
 from ws.protocol import encode_body, encode_data
+from ws.publisher import publisher
+from ws.publisher_sync import sync_publisher
+from ws.store import Position, Resume
 
 __all__ = [
-    "SendMessage",
     "aephemeral",
     "apush",
     "catch_up",
@@ -147,49 +145,3 @@ async def catch_up(topic: str, held: Position, *, snapshot: bool) -> Resume:
     if not resume.recovered and resume.position.epoch != held.epoch:
         return await topic_resume(topic, 0, resume.position.epoch, snapshot=snapshot)
     return resume
-
-
-class PushedSeq(int):
-    """The ``seq`` of a push already made; awaiting it gives the same number.
-
-    Seed code awaits ``SendMessage.send`` (directly or through
-    ``async_to_sync``, which calls it in the caller's thread), so the
-    synchronous result must be awaitable too.
-    """
-
-    def __await__(self) -> Generator[None, None, int]:
-        return int(self)
-        yield  # makes this a generator: awaiting it finishes at once
-
-
-class SendMessage:
-    """The seed's helper: push to the seed room ``room`` (group ``chat_<room>``).
-
-    ``send(val)`` takes the seed's dict: without a ``code`` key it is wrapped as
-    ``{"msg": "success", "code": 200, "data": val}``; with one it is the
-    envelope itself. The seed's ``chat_type`` key is accepted and ignored
-    (consumers have one fixed event type). ``send`` works from sync code
-    (it returns the ``seq``) and, as in the seed, awaited from async code or
-    through ``async_to_sync``.
-    """
-
-    def __init__(self, room_group_name: str) -> None:
-        self.topic = topics.seed_room_topic(room_group_name)
-
-    def _envelope(self, val: dict[str, Any]) -> tuple[Any, str, int]:
-        val = {key: value for key, value in val.items() if key != "chat_type"}
-        if not val.get("code"):
-            return val, "success", 200
-        return val.get("data"), str(val.get("msg", "success")), int(val["code"])
-
-    def send(self, val: dict[str, Any]) -> Any:
-        data, msg, code = self._envelope(val)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return PushedSeq(push(self.topic, data, msg=msg, code=code))
-        coroutine: Awaitable[int] = apush(self.topic, data, msg=msg, code=code)
-        return coroutine
-
-    # ``async_to_sync(SendMessage(room).send)`` checks for a coroutine function.
-    markcoroutinefunction(send)

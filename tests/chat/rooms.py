@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ws import topics
-from ws._publisher import publisher
+from ws.publisher import publisher
 
 
 def make_room(slug: str, *members: Any, **fields: Any) -> Any:

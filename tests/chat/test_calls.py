@@ -36,7 +36,7 @@ from tests.support.clients import FRAME_TIMEOUT_S, open_socket, subscribe
 from tests.support.processes import DaphneServer, server_with_settings
 from tests.support.users import in_thread, session_cookie
 from tests.support.waiting import poll_until
-from ws import presence, topics
+from ws import keys, presence, topics
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -815,7 +815,7 @@ async def test_a_participant_whose_last_socket_closes_is_reconnecting_then_back_
     assert (back["event"], back["offer_to"], statuses(back)["carol"]) == ("rejoin", [], "in_call")
 
     await b2.socket.close()  # bob still has a socket: still in, not even reconnecting
-    count_key = f"push:{{{topic}}}:p:count"
+    count_key = keys.topic(topic).presence.count
     await in_thread(
         poll_until,
         lambda: redis_client.hget(count_key, f"user:{bob.pk}") == b"1",
@@ -1023,7 +1023,7 @@ async def test_the_sweep_ends_calls_whose_server_died_and_leaves_the_others_alon
 
     def stale(topic: str) -> bool:
         seconds, micros = redis_client.time()
-        expiries = redis_client.zrange(f"push:{{{topic}}}:p:conns", 0, -1, withscores=True)
+        expiries = redis_client.zrange(keys.topic(topic).presence.conns, 0, -1, withscores=True)
         return all(expiry <= seconds * 1000 + micros // 1000 for _, expiry in expiries)
 
     for topic in (dead, ringing):

@@ -17,7 +17,7 @@ from tests.support.clients import (
     subscribe,
 )
 from tests.support.processes import manage
-from ws import apush
+from ws import apush, keys
 
 
 async def test_subscribe_ping_push_unsubscribe(daphne_server):
@@ -177,7 +177,8 @@ async def test_a_lost_topic_history_moves_subscribers_to_the_new_epoch(daphne_se
         await recv_json(socket)
 
     # Redis loses the topic (as a flush or an empty restart would); seq starts over.
-    redis_client.delete("push:{room.mux-flushed}", "push:{room.mux-flushed}:h")
+    flushed = keys.topic("room.mux-flushed")
+    redis_client.delete(flushed.meta, flushed.history)
     assert await apush("room.mux-flushed", "after the loss") == 1
     assert await apush("room.mux-flushed", "and after") == 2
 

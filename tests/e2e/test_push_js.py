@@ -12,9 +12,9 @@ from typing import Any
 from project.redis_server import free_port
 from tests.support.browser import browser, in_plain_thread  # noqa: F401 - browser: a fixture
 from tests.support.processes import DaphneServer
-from ws import push, topics
-from ws._publisher import publisher
+from ws import keys, push, topics
 from ws.protocol import encode_body
+from ws.publisher import publisher
 from ws.push import ephemeral
 
 WAIT_MS = 10_000
@@ -321,7 +321,7 @@ def test_a_new_history_is_delivered_from_its_first_message(
 
     # The topic's history is lost (as when Redis restarts empty): the next push starts
     # a new epoch at seq 1, lower than what the page holds, and must still be shown.
-    redis_client.delete(f"push:{{{topic}}}", f"push:{{{topic}}}:h")
+    redis_client.delete(keys.topic(topic).meta, keys.topic(topic).history)
     assert push_from_thread(topic, 2) == 1
     push_from_thread(topic, 3)
     wait_received(page, topic, 4)
@@ -347,7 +347,7 @@ def test_a_new_epoch_that_continues_the_page_s_history_loses_and_repeats_nothing
 
     # As after a Redis failover (ws/failover.py): the topic was last written in an earlier
     # generation, so its next push opens a new epoch that carries on from seq 2.
-    redis_client.hset(f"push:{{{topic}}}", "g", "an-earlier-generation")
+    redis_client.hset(keys.topic(topic).meta, "g", "an-earlier-generation")
     push_from_thread(topic, 2)
     push_from_thread(topic, 3)
     wait_received(page, topic, 4)

@@ -47,6 +47,7 @@ from tests.support.processes import WebServer
 from tests.support.pushing import KeyedPusher
 from tests.support.users import in_thread, session_cookie
 from tests.support.waiting import poll_until
+from ws import keys
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
@@ -72,8 +73,8 @@ class RestartStack:
     def census_sockets(self) -> int:
         """Open sockets, as the server processes' census in Redis says."""
         with redis.Redis.from_url(self.redis.url) as client:
-            keys = client.keys("push:census:*")
-            return sum(int(client.hget(key, "_sockets") or 0) for key in keys)
+            found = client.keys(keys.census("*"))
+            return sum(int(client.hget(key, "_sockets") or 0) for key in found)
 
 
 @contextlib.contextmanager

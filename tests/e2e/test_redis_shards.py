@@ -30,8 +30,8 @@ from tests.support.clients import open_socket, recv_until, subscribe, subscribe_
 from tests.support.processes import WebServer
 from tests.support.pushing import KeyedPusher
 from tests.support.users import in_thread, session_cookie
-from ws import topics
-from ws._publisher import Position, group_channel
+from ws import keys, topics
+from ws.store import Position, group_channel
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.faults]
 
@@ -111,8 +111,8 @@ async def test_topics_live_on_their_shard_and_one_shard_down_stops_only_its_topi
         [(on_a, 1), (on_b, 1)]
     )
     for shard, topic in ((0, on_a), (1, on_b)):
-        assert stack.holds(shard, f"push:{{{topic}}}:h")
-        assert not stack.holds(1 - shard, f"push:{{{topic}}}")
+        assert stack.holds(shard, keys.topic(topic).history)
+        assert not stack.holds(1 - shard, keys.topic(topic).meta)
 
     # A resume on each shard replays what a socket missed there.
     for topic in (on_a, on_b):

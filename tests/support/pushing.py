@@ -9,8 +9,9 @@ from django.test import override_settings
 from redis.exceptions import RedisError
 
 from ws import topics
-from ws._publisher import Position, Publisher
 from ws.protocol import encode_body
+from ws.publisher import Publisher
+from ws.store import Position
 
 RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.4)
 

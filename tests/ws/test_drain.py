@@ -1,7 +1,7 @@
 """``ws.drain``: closes spread over ``PUSH_DRAIN_S``, refusals meanwhile, the hand-over.
 
 A ``Drain`` of its own per test, with a stand-in for the server (what
-``ws._servers`` finds in a real one) and sockets that go away when closed, as
+``ws.drain.running_server`` finds in a real one) and sockets that go away when closed, as
 consumers do. The real servers are in ``tests/e2e/test_rolling_restart.py``.
 """
 
@@ -15,8 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from ws import drain as drain_module
-from ws._servers import RunningServer
-from ws.drain import Drain
+from ws.drain import Drain, RunningServer
 
 SOCKETS = 40
 LATE_S = 0.25

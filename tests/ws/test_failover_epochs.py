@@ -22,9 +22,10 @@ from project.redis_server import RedisServer
 from tests.support.redis_ha import start_master_and_replica
 from tests.support.waiting import poll_until
 from ws import topics
-from ws._publisher import Position, Publisher
 from ws.failover import GENERATION_KEY
 from ws.protocol import encode_body
+from ws.publisher import Publisher
+from ws.store import Position
 
 pytestmark = pytest.mark.faults
 

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from ws import SendMessage, apush, push
+from ws import SendMessage, apush, keys, push
 from ws.topics import UnknownTopic, group_name
 
 
@@ -60,7 +60,7 @@ def test_sync_push_numbers_every_message_once_across_threads(redis_client):
     first = min(seqs)
     assert sorted(seqs) == list(range(first, first + 200))
     # Every message is kept for resume, in order.
-    stored = redis_client.xrange(f"push:{{{topic}}}:h")
+    stored = redis_client.xrange(keys.topic(topic).history)
     assert [int(entry_id.split(b"-")[0]) for entry_id, _ in stored][-100:] == sorted(seqs)[-100:]
 
 

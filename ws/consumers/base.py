@@ -17,7 +17,6 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from ws._publisher import PUSH_EVENT_TYPE
 from ws.conf import push_settings
 from ws.consumers.dispatch import dispatch_in_turn
 from ws.consumers.identity import IdentityMixin
@@ -26,6 +25,7 @@ from ws.drain import drain
 from ws.limits import FrameRate
 from ws.outage import REDIS_UNAVAILABLE, TRY_AGAIN_MESSAGE, redis_outage
 from ws.protocol import CloseCode, ProtocolError, frame_too_large
+from ws.store import PUSH_EVENT_TYPE
 
 logger = logging.getLogger("ws")
 

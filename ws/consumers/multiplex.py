@@ -10,7 +10,6 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from ws import topics
-from ws._publisher import Position, Resume
 from ws.census import census
 from ws.conf import push_settings
 from ws.consumers.base import PushConsumer
@@ -34,6 +33,7 @@ from ws.protocol import (
 )
 from ws.push import apush, catch_up, topic_resume
 from ws.signals import topic_subscribed
+from ws.store import Position, Resume
 
 logger = logging.getLogger("ws")
 
