@@ -247,6 +247,7 @@ PUSH_ALLOWED_ORIGINS = env_list("PUSH_ALLOWED_ORIGINS", "")
 PUSH_TOKEN_MAX_AGE_S = env_int("PUSH_TOKEN_MAX_AGE_S", 300)
 # A socket with no Origin header must authenticate with a token within this time.
 PUSH_AUTH_TIMEOUT_S = env_float("PUSH_AUTH_TIMEOUT_S", 5.0)
+# The clock dashboard (tasks/clock.py): its period, and the seed room that gets it too.
 PUSH_CLOCK_INTERVAL_S = env_float("PUSH_CLOCK_INTERVAL_S", 5.0)
 PUSH_CLOCK_SEED_ROOM = os.environ.get("PUSH_CLOCK_SEED_ROOM", "clock")
 # Model changes recompute a dashboard at most this often (every process counted).
@@ -332,15 +333,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.5,
     "interval_max": 2,
 }
-# django-celery-beat's database scheduler, after syncing the code's schedules (tasks/beat.py).
+# django-celery-beat's database scheduler, after syncing the code's schedules (tasks/beat.py):
+# these jobs, and one per dashboard with a schedule (dashboard-<name>, the clock's too).
 CELERY_BEAT_SCHEDULER = "tasks.beat:Scheduler"
 CELERY_BEAT_SCHEDULE = {
-    "dashboard-clock": {
-        "task": "tasks.tasks.push_clock",
-        "schedule": PUSH_CLOCK_INTERVAL_S,
-        # A stopped worker must not face a burst of stale clock ticks when it returns.
-        "options": {"expires": PUSH_CLOCK_INTERVAL_S},
-    },
     "send-due-broadcasts": {
         "task": "tasks.tasks.send_due_broadcasts",
         "schedule": BROADCAST_CHECK_S,

@@ -11,16 +11,14 @@ class TasksConfig(AppConfig):
         from ws import topics
 
         # Dashboards, state-like: a new subscriber gets the latest figures at once. Before
-        # any dashboard is registered (tasks.system's, the demo's): they name their topics.
+        # any dashboard is registered (tasks.clock's, tasks.system's, the demo's): they
+        # name their topics.
         topics.register(
             "dashboard",
             subscribe=topics.has_perm("ws.view_dashboard"),
             state_like=True,
             describe="a dashboard",
         )
-        from tasks import signals, system  # noqa: F401 - system registers its dashboard
-        from tasks.tasks import CLOCK_TOPIC
+        from tasks import clock, signals, system  # noqa: F401 - clock, system: dashboards
 
         signals.connect()
-        # The server clock is no secret: every page may show it.
-        topics.declare(CLOCK_TOPIC, subscribe=topics.anyone)

@@ -9,6 +9,9 @@ returning JSON-able data), the models it watches and, optionally, a schedule::
     @dashboard("sales", every_s=5)
     def sales() -> dict: ...
 
+    @dashboard("clock", every_s=lambda: settings.PUSH_CLOCK_INTERVAL_S, seed_room="clock")
+    def clock() -> dict: ...  # also sent to the seed route heartbeat/clock/
+
 Changes to a watched model recompute it after commit (``tasks/signals.py``),
 coalesced across every process to at most one recompute per
 ``DASHBOARD_COALESCE_MS`` with the final state always pushed; a schedule
@@ -16,7 +19,8 @@ recomputes it from beat (``tasks/beat.py``). Either way nothing is computed
 while no socket anywhere subscribes, and the first subscriber of a stale
 dashboard gets a fresh value at once. Every message carries ``computed_at``
 and ``next_due`` (ISO 8601, UTC; ``next_due`` is null without a schedule) so
-pages can tell when updates stopped.
+pages can tell when updates stopped. A period or seed room given as a function
+is read at each use, so it may come from a setting.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from django.conf import settings
 from django.db import models
 
 from ws import topics
-from ws._publisher import publisher
 from ws.census import is_watched
+from ws.publisher import run_script
 from ws.push import last_pushed_at, push
 
 __all__ = ["Dashboard", "dashboard", "get", "registered", "watching"]
@@ -41,6 +45,8 @@ __all__ = ["Dashboard", "dashboard", "get", "registered", "watching"]
 logger = logging.getLogger("tasks")
 
 Compute = Callable[[], dict[str, Any]]
+Period = int | Callable[[], float]
+SeedRoom = str | Callable[[], str]
 DASHBOARD_MSG = "dashboard"
 
 
@@ -51,11 +57,23 @@ class Dashboard:
     name: str
     compute: Compute
     watches: tuple[type[models.Model], ...] = ()
-    every_s: int | None = None
+    period: Period | None = None
+    seed_room_of: SeedRoom = ""
 
     @property
     def topic(self) -> str:
         return f"dashboard.{self.name}"
+
+    @property
+    def every_s(self) -> int | None:
+        """Seconds between scheduled runs (whole, at least 1), or None without a schedule."""
+        every = self.period() if callable(self.period) else self.period
+        return None if every is None else max(1, round(float(every)))
+
+    @property
+    def seed_room(self) -> str:
+        """The seed room that gets each value too (the seed route), or "" for none."""
+        return self.seed_room_of() if callable(self.seed_room_of) else self.seed_room_of
 
 
 _REGISTRY: dict[str, Dashboard] = {}
@@ -65,20 +83,27 @@ def dashboard(
     name: str,
     *,
     watches: Iterable[type[models.Model]] = (),
-    every_s: int | None = None,
+    every_s: Period | None = None,
     public: bool = False,
     subscribe: topics.Rule | None = None,
+    seed_room: SeedRoom = "",
 ) -> Callable[[Compute], Compute]:
     """Declare the decorated function as dashboard ``name``'s compute function.
 
     Who may subscribe: ``subscribe`` (a rule of ``ws.topics``), anyone when
     ``public``, else the ``ws.view_dashboard`` permission (the topic pattern's).
+    ``every_s`` may be a function (of a setting, say), read when beat syncs and at
+    each push, its value rounded to whole seconds. ``seed_room``, a name or a
+    function giving one (empty: none), also gets each value on the seed route
+    ``heartbeat/<room>/``, in the seed's envelope: ``msg`` the dashboard's name,
+    ``data`` the computed figures alone.
     """
-    if every_s is not None and (not isinstance(every_s, int) or every_s < 1):
-        raise ValueError("every_s is a whole number of seconds, at least 1")
+    fixed = every_s is not None and not callable(every_s)
+    if fixed and (not isinstance(every_s, int) or every_s < 1):
+        raise ValueError("every_s is a whole number of seconds (or a function), at least 1")
 
     def register(compute: Compute) -> Compute:
-        entry = Dashboard(name, compute, tuple(watches), every_s)
+        entry = Dashboard(name, compute, tuple(watches), every_s, seed_room)
         topics.resolve(entry.topic)  # a valid topic name, or UnknownTopic now
         _REGISTRY[name] = entry
         rule = subscribe or (topics.anyone if public else None)
@@ -112,11 +137,23 @@ def _iso(moment: datetime) -> str:
 
 def compute_and_push(entry: Dashboard) -> int:
     """Compute the dashboard now and push it, with its freshness; return the ``seq``."""
-    data = dict(entry.compute())
+    figures = entry.compute()
+    data = dict(figures)
     now = datetime.now(UTC)
+    every_s = entry.every_s
     data["computed_at"] = _iso(now)
-    data["next_due"] = _iso(now + timedelta(seconds=entry.every_s)) if entry.every_s else None
-    return push(entry.topic, data, msg=DASHBOARD_MSG)
+    data["next_due"] = _iso(now + timedelta(seconds=every_s)) if every_s else None
+    seq = push(entry.topic, data, msg=DASHBOARD_MSG)
+    if room := entry.seed_room:
+        # Seed clients get the seed's envelope, which labels data by its ``msg`` alone.
+        push(topics.seed_room_topic(room), figures, msg=entry.name)
+    return seq
+
+
+def _is_watched(entry: Dashboard) -> bool:
+    """Whether any socket anywhere would get a recompute: on its topic or its seed room."""
+    room = entry.seed_room
+    return is_watched(entry.topic) or bool(room and is_watched(topics.seed_room_topic(room)))
 
 
 # --- coalescing, across every process (one Redis script per step) ----------------------------
@@ -161,12 +198,12 @@ def _interval_ms() -> int:
 
 def _on_keys(name: str, lua: str) -> Any:
     """Run a one-line script on the dashboard's keys (KEYS[1] pending … KEYS[4] dirty)."""
-    return publisher.run(lambda: publisher.run_script(lua, _keys(name), []))
+    return run_script(lua, _keys(name), [])
 
 
 def _script(lua: str, name: str) -> int:
     args = [int(time.time() * 1000), _interval_ms(), 60_000]
-    return int(publisher.run(lambda: publisher.run_script(lua, _keys(name), args)))
+    return int(run_script(lua, _keys(name), args))
 
 
 def request_refresh(name: str) -> None:
@@ -190,7 +227,7 @@ def run_refresh(name: str, *, coalesced: bool) -> int | None:
     if coalesced:  # the changes seen so far are all in this computation
         _on_keys(name, "return redis.call('DEL', KEYS[1])")
     try:
-        if not is_watched(entry.topic):
+        if not _is_watched(entry):
             # Nobody to show it to: remember it is out of date for the first subscriber.
             _on_keys(name, "return redis.call('SET', KEYS[4], '1')")
             logger.debug("dashboard %s not computed: no subscriber", name)

@@ -4,26 +4,8 @@ first in their own process, then through Celery (``ws.tasks``)."""
 from __future__ import annotations
 
 from celery import shared_task
-from django.conf import settings
 
-from tasks.clock import clock_reading
-from ws import SendMessage, push
 from ws.tasks import RETRY_POLICY, patient_with_redis
-
-CLOCK_TOPIC = "dashboard.clock"
-
-
-@shared_task(name="tasks.tasks.push_clock", ignore_result=True, **RETRY_POLICY)
-@patient_with_redis
-def push_clock() -> int:
-    """Push the server time and uptime to ``dashboard.clock`` (and the seed clock room)."""
-    reading = clock_reading()
-    seq = push(CLOCK_TOPIC, reading, msg="clock")
-    if settings.PUSH_CLOCK_SEED_ROOM:
-        SendMessage(settings.PUSH_CLOCK_SEED_ROOM).send(
-            {"code": 200, "msg": "clock", "data": reading}
-        )
-    return seq
 
 
 @shared_task(name="tasks.tasks.deliver_broadcast", **RETRY_POLICY)

@@ -1,4 +1,5 @@
-"""Beat's built-in clock job, scheduled from the database, pushed by the worker."""
+"""Beat's schedules, from the database: the clock dashboard's job, pushed by the worker;
+code schedules synced to rows; admin edits applied live."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from tasks.registry import get
 from tests.support.clients import open_socket, recv_json, recv_until, subscribe
 from tests.support.processes import ChildProcess
 from tests.support.users import in_thread
@@ -30,6 +32,8 @@ def beat(child_env, log_dir, celery_worker):
 
 
 async def test_the_clock_job_pushes_server_time_to_both_endpoints(daphne_server, beat):
+    """Beat's ``dashboard-clock`` row runs the clock dashboard: a tick on its topic and
+    one on the seed route, and the next a second later (``PUSH_CLOCK_INTERVAL_S=1``)."""
     multiplexed = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
     await subscribe(multiplexed, "dashboard.clock")
     seed = await open_socket(daphne_server.ws_url("/ws/heartbeat/clock/"), daphne_server.origin)
@@ -37,7 +41,8 @@ async def test_the_clock_job_pushes_server_time_to_both_endpoints(daphne_server,
 
     tick = await recv_until(multiplexed, is_live_tick, timeout=30)
     assert tick["topic"] == "dashboard.clock"
-    assert tick["msg"] == "clock"
+    assert tick["msg"] == "dashboard"
+    assert tick["data"]["computed_at"].endswith("Z")
     pushed_at = dt.datetime.fromisoformat(tick["data"]["server_time"])
     assert abs((dt.datetime.now(dt.UTC) - pushed_at).total_seconds()) < 30
     assert tick["data"]["uptime_s"] > 0
@@ -53,24 +58,26 @@ async def test_the_clock_job_pushes_server_time_to_both_endpoints(daphne_server,
     await seed.close()
 
 
-async def first_clock_tick(daphne_server) -> dict:
+async def beat_clock_ticks(daphne_server) -> list[dict]:
+    """Three live clock ticks: at least two from beat (a subscription asks for one more)."""
     socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
     await subscribe(socket, "dashboard.clock")
-    tick = await recv_until(socket, is_live_tick, timeout=30)
+    ticks = [await recv_until(socket, is_live_tick, timeout=30) for _ in range(3)]
     await socket.close()
-    return tick
+    return ticks
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_clock_schedule_is_a_periodic_task_row_in_the_admin(daphne_server, beat):
     from django_celery_beat.models import PeriodicTask
 
-    assert asyncio.run(first_clock_tick(daphne_server))["topic"] == "dashboard.clock"
+    ticks = asyncio.run(beat_clock_ticks(daphne_server))
+    assert {tick["topic"] for tick in ticks} == {"dashboard.clock"}
 
     rows = PeriodicTask.objects.filter(name="dashboard-clock").values_list(
-        "task", "interval__every", "interval__period", "enabled"
+        "task", "args", "interval__every", "interval__period", "enabled"
     )
-    assert list(rows) == [("tasks.tasks.push_clock", 1, "seconds", True)]
+    assert list(rows) == [("tasks.tasks.refresh_dashboard", '["clock"]', 1, "seconds", True)]
 
 
 @pytest.mark.django_db
@@ -96,6 +103,31 @@ def test_code_schedules_become_rows_and_admin_edits_survive_a_resync():
     assert sync_schedules(code_schedules()) == (0, 0)
     sales.refresh_from_db()
     assert (sales.interval.every, sales.enabled) == (60, False)
+
+
+@pytest.mark.django_db
+def test_the_row_of_the_old_clock_task_becomes_the_clock_dashboards_keeping_admin_edits():
+    """A database from before the clock was a dashboard: its row ran ``push_clock``."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from tasks.beat import code_schedules, sync_schedules
+
+    every_30, _ = IntervalSchedule.objects.get_or_create(every=30, period="seconds")
+    PeriodicTask.objects.create(
+        name="dashboard-clock",
+        task="tasks.tasks.push_clock",
+        interval=every_30,
+        enabled=False,
+    )
+
+    sync_schedules(code_schedules())
+    row = PeriodicTask.objects.get(name="dashboard-clock")
+    assert (row.task, row.args, row.expire_seconds) == (
+        "tasks.tasks.refresh_dashboard",
+        '["clock"]',
+        get("clock").every_s,  # a late tick is worthless once the next is due
+    )
+    assert (row.interval.every, row.enabled) == (30, False)
 
 
 def live_gaps(frames: list[tuple[float, dict]]) -> list[float]:

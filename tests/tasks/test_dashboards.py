@@ -19,7 +19,7 @@ from tasks.system import system
 from tests.support.clients import open_socket, recv_through, recv_until, subscribe
 from tests.support.users import in_thread
 from tests.support.waiting import poll_until
-from ws import apush, census
+from ws import apush, census, keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -118,14 +118,15 @@ async def test_no_subscriber_no_recompute_then_the_first_one_gets_a_fresh_value(
 ):
     await nobody_watching(redis_client)
     redis_client.delete("dash:{orders}:dirty")
-    seq_before = int(redis_client.hget("push:{dashboard.orders}", "seq") or 0)
+    meta = keys.topic("dashboard.orders").meta
+    seq_before = int(redis_client.hget(meta, "seq") or 0)
 
     await in_thread(make_order, "unseen")
     # The worker takes the request and skips the computation, noting it is owed.
     await asyncio.to_thread(
         poll_until, lambda: redis_client.exists("dash:{orders}:dirty"), 30, "skipped recompute"
     )
-    assert int(redis_client.hget("push:{dashboard.orders}", "seq") or 0) == seq_before
+    assert int(redis_client.hget(meta, "seq") or 0) == seq_before
 
     socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
     await subscribe(socket, TOPIC)

@@ -23,7 +23,7 @@
 (function () {
   "use strict";
 
-  const DASHBOARDS = ["orders", "sales", "system"];
+  const DASHBOARDS = ["orders", "sales", "system", "clock"];
   const GRACE_MS = 2500; // a late beat, a slow task, the trip to the browser
   const TICK_MS = 1000;
   const OFFSET_SAMPLES = 10;
@@ -37,11 +37,12 @@
     sales: null,
     system: null,
     clock: null,
-    stale: { orders: false, sales: false, system: false },
-    staleSince: { orders: null, sales: null, system: null }, // browser time it turned stale
-    receivedAt: { orders: null, sales: null, system: null },
+    stale: { orders: false, sales: false, system: false, clock: false },
+    // The browser's time each turned stale.
+    staleSince: { orders: null, sales: null, system: null, clock: null },
+    receivedAt: { orders: null, sales: null, system: null, clock: null },
     errors: {}, // dashboard -> the server's error message (a refused subscription)
-    resets: { orders: 0, sales: 0, system: 0 },
+    resets: { orders: 0, sales: 0, system: 0, clock: 0 },
     banners: [], // broadcast ids shown, newest first
   };
   window.dashboardState = state;
@@ -324,7 +325,21 @@
     setValue("system-queue-length", data.queue_length, number(data.queue_length, integer));
   }
 
-  const RENDER = { orders: renderOrders, sales: renderSales, system: renderSystem };
+  function renderClock(data, frame) {
+    const clock = document.getElementById("clock");
+    clock.textContent =
+      data.server_time === undefined
+        ? "–"
+        : `${time(data.server_time, true)} (host up ${Math.floor(data.uptime_s / 3600)} h)`;
+    clock.dataset.seq = frame ? String(frame.seq) : "";
+  }
+
+  const RENDER = {
+    orders: renderOrders,
+    sales: renderSales,
+    system: renderSystem,
+    clock: renderClock,
+  };
 
   function receive(name, data, frame) {
     if (!data || typeof data !== "object") return;
@@ -332,7 +347,7 @@
     state[name] = data;
     state.receivedAt[name] = Date.now();
     delete state.errors[name];
-    RENDER[name](data);
+    RENDER[name](data, frame);
     checkFreshness(name);
   }
 
@@ -408,18 +423,6 @@
         },
       });
     }
-
-    client.subscribe(
-      "dashboard.clock",
-      bannerOr((data, frame) => {
-        if (!data || typeof data !== "object") return;
-        state.clock = data;
-        const clock = document.getElementById("clock");
-        clock.textContent =
-          `${time(data.server_time, true)} (host up ${Math.floor(data.uptime_s / 3600)} h)`;
-        clock.dataset.seq = String(frame.seq);
-      }),
-    );
 
     const ignore = () => {};
     client.subscribe("broadcast", bannerOr(ignore));
