@@ -7,11 +7,12 @@ the shared Redis on 6379 nor this checkout's embedded one is ever touched.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,8 +21,10 @@ import pytest
 import pytest_asyncio
 
 from project.redis_server import RedisServer, free_port
+from project.servers import WebServer as WebServerName
 from tests.support.clients import close_opened_sockets
-from tests.support.processes import CeleryWorker, DaphneServer
+from tests.support.inprocess import InProcessServer, new_key_prefix
+from tests.support.processes import CeleryWorker, WebServer
 
 REDIS_SERVER = pytest.StashKey[RedisServer]()
 DEVELOPMENT_DB_NAME = pytest.StashKey[str]()
@@ -152,12 +155,90 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
+class ServerFactory:
+    """The session's web servers: one process per (server, settings, arguments) asked for.
+
+    ``start("uvicorn", PUSH_X="1")`` gives a server whose environment is the session's
+    plus those settings; asking again with the same arguments gives the same process, so
+    modules that need the same configuration share it. All stop when the session ends.
+    A test that stops or kills its server starts one of its own instead
+    (``tests.support.processes.server_with_settings``).
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.started: dict[tuple[Any, ...], WebServer] = {}
+
+    def start(
+        self,
+        server: WebServerName = "daphne",
+        *,
+        workers: int = 1,
+        extra_args: tuple[str, ...] = (),
+        **settings: str,
+    ) -> WebServer:
+        key = (server, workers, extra_args, tuple(sorted(settings.items())))
+        if key not in self.started:
+            name = f"{server}-{len(self.started)}" if self.started or settings else server
+            self.started[key] = WebServer(
+                dict(self.env, **settings),
+                self.log_dir,
+                free_port(),
+                server,
+                workers=workers,
+                name=name,
+                extra_args=extra_args,
+            )
+        return self.started[key]
+
+    def stop_all(self) -> None:
+        for server in self.started.values():
+            server.stop()
+
+
 @pytest.fixture(scope="session")
-def daphne_server(child_env: dict[str, str], log_dir: Path) -> Iterator[DaphneServer]:
+def server_factory(child_env: dict[str, str], log_dir: Path) -> Iterator[ServerFactory]:
+    """Start web servers for the session's tests (``ServerFactory``)."""
+    factory = ServerFactory(child_env, log_dir)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def daphne_server(server_factory: ServerFactory) -> WebServer:
     """daphne serving ``project.asgi:application`` with the seed's flags."""
-    server = DaphneServer(child_env, log_dir, free_port())
-    yield server
-    server.stop()
+    return server_factory.start("daphne")
+
+
+@pytest.fixture(scope="session")
+def uvicorn_server(server_factory: ServerFactory) -> WebServer:
+    """uvicorn (the default server) serving ``project.asgi:application``."""
+    return server_factory.start("uvicorn")
+
+
+@pytest.fixture(params=["daphne", "uvicorn"])
+def web_server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> WebServer:
+    """Each supported server in turn, as it is deployed: a test taking it runs once per
+    server (daphne alone; uvicorn with two worker processes on one port)."""
+    return server_factory.start(request.param, workers=2 if request.param == "uvicorn" else 1)
+
+
+@pytest_asyncio.fixture
+async def inprocess_server(settings: Any) -> AsyncIterator[InProcessServer]:
+    """The project's ASGI application served in this test's own process and loop
+    (tests/support/inprocess.py), on a Redis key prefix of the test's own."""
+    from ws.layer_watch import stop_layer_watch
+
+    server = InProcessServer(new_key_prefix())
+    settings.PUSH_KEY_PREFIX = server.key_prefix
+    root = logging.getLogger()
+    root.addHandler(server.log)
+    try:
+        yield server
+        await close_opened_sockets()
+        await stop_layer_watch()
+    finally:
+        root.removeHandler(server.log)
 
 
 @pytest.fixture(scope="session")

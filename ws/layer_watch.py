@@ -40,20 +40,22 @@ import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
-from channels_redis.utils import _consistent_hash
 from redis.exceptions import RedisError
 
-from ws._publisher import group_channel, publisher
+from ws import keys
 from ws.census import census, census_ttl_s
-from ws.conf import push_settings, redis_key
+from ws.conf import push_settings
+from ws.connections import shard_index
 from ws.metrics import counters
 from ws.outage import redis_outage
+from ws.publisher import publisher
+from ws.store import group_channel
 
 logger = logging.getLogger("ws")
 
 CATCHUP_EVENT = "push.catchup"
 PROBE_EVENT = "push.probe"
-LAYER_EPOCH_KEY = redis_key("layer-epoch")
+LAYER_EPOCH_KEY = keys.layer_epoch()
 _LAYER_EPOCH_LUA = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
@@ -142,7 +144,7 @@ class LayerWatch:
         index = 0
         while len(by_shard) < shards:
             name = f"{base}.{index}"
-            by_shard.setdefault(_consistent_hash(group_channel(prefix, name), shards), name)
+            by_shard.setdefault(shard_index(group_channel(prefix, name), shards), name)
             index += 1
         return list(by_shard.values())
 
@@ -235,3 +237,11 @@ def ensure_layer_watch() -> None:
     if task is None or task.done():
         watch = LayerWatch(push_settings.PUSH_LAYER_CHECK_S)
         _watches[loop] = loop.create_task(watch.run(), name="push-layer-watch")
+
+
+async def stop_layer_watch() -> None:
+    """Stop the running loop's watch, if one runs (an embedding that ends its loop)."""
+    task = _watches.pop(asyncio.get_running_loop(), None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

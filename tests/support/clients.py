@@ -10,6 +10,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.support import inprocess
+
 FRAME_TIMEOUT_S = 10.0
 
 # Sockets opened by the running test, closed after it even when it fails
@@ -18,8 +20,15 @@ OPENED: list[ClientConnection] = []
 
 
 async def open_socket(url: str, origin: str | None, **kwargs: Any) -> ClientConnection:
-    """Connect as a browser on ``origin`` would (the Origin header is checked)."""
-    socket = await connect(url, origin=origin, open_timeout=30, **kwargs)  # type: ignore[arg-type]
+    """Connect as a browser on ``origin`` would (the Origin header is checked).
+
+    An ``inprocess://`` URL (``InProcessServer.ws_url``) connects to the application
+    running in this process instead (tests/support/inprocess.py).
+    """
+    if url.startswith(f"{inprocess.SCHEME}://"):
+        socket: Any = await inprocess.CommunicatorSocket.open(url, origin, **kwargs)
+    else:
+        socket = await connect(url, origin=origin, open_timeout=30, **kwargs)  # type: ignore[arg-type]
     OPENED.append(socket)
     return socket
 
@@ -27,10 +36,14 @@ async def open_socket(url: str, origin: str | None, **kwargs: Any) -> ClientConn
 async def close_opened_sockets() -> None:
     """Close the sockets this event loop opened; forget the rest."""
     loop = asyncio.get_running_loop()
+    in_process = [
+        s for s in OPENED if inprocess.is_in_process(s) and s.communicator.future.get_loop() is loop
+    ]
     mine = [
         s
         for s in OPENED
-        if s.transport.get_extra_info("socket") is not None
+        if not inprocess.is_in_process(s)
+        and s.transport.get_extra_info("socket") is not None
         and getattr(s.transport, "_loop", loop) is loop
     ]
     OPENED.clear()
@@ -38,7 +51,7 @@ async def close_opened_sockets() -> None:
         # A socket a test stopped reading has frames queued and never sees the server's
         # closing frame: don't wait websockets' 10 s close timeout for it at teardown.
         socket.close_timeout = 1
-    await asyncio.gather(*(s.close() for s in mine), return_exceptions=True)
+    await asyncio.gather(*(s.close() for s in mine + in_process), return_exceptions=True)
 
 
 async def recv_json(socket: ClientConnection, timeout: float = FRAME_TIMEOUT_S) -> Any:

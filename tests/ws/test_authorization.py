@@ -80,7 +80,7 @@ async def answer(socket: Any, frame: dict[str, Any]) -> bool:
 
 
 @pytest.mark.parametrize("method", ["session", "token"])
-async def test_the_authorization_matrix(daphne_server, people, credentials, method):
+async def test_the_authorization_matrix(inprocess_server, people, credentials, method):
     own_topic = f"user.{people['ordinary'].pk}"
     seen_subscribe: dict[str, list[bool]] = {topic: [] for topic in TOPICS}
     seen_publish: dict[str, list[bool]] = {topic: [] for topic in TOPICS}
@@ -91,7 +91,7 @@ async def test_the_authorization_matrix(daphne_server, people, credentials, meth
         if credentials[name]["token"] and method == "token":
             path = f"/ws/?token={credentials[name]['token']}"
         socket = await open_socket(
-            daphne_server.ws_url(path), daphne_server.origin, additional_headers=headers
+            inprocess_server.ws_url(path), inprocess_server.origin, additional_headers=headers
         )
         for topic in TOPICS:
             real = own_topic if topic == "user.me" else topic

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from project.redis_server import free_port
 from tests.support.clients import (
     closed_with,
     frames_until_closed,
@@ -15,7 +14,6 @@ from tests.support.clients import (
     recv_json,
     subscribe,
 )
-from tests.support.processes import DaphneServer
 from tests.support.users import make_user, session_cookie
 from ws import apush
 
@@ -29,17 +27,16 @@ LIMITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def daphne_server(child_env, log_dir):
-    """A daphne of its own, with small limits."""
-    env = dict(child_env, **{name: str(value) for name, value in LIMITS.items()})
-    server = DaphneServer(env, log_dir, free_port(), name="daphne-limits")
-    yield server
-    server.stop()
+@pytest.fixture
+def limited_server(inprocess_server, settings):
+    """The application in this process, with small limits."""
+    for name, value in LIMITS.items():
+        setattr(settings, name, value)
+    return inprocess_server
 
 
-async def test_subscriptions_per_socket_are_capped_and_the_socket_stays(daphne_server):
-    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+async def test_subscriptions_per_socket_are_capped_and_the_socket_stays(limited_server):
+    socket = await open_socket(limited_server.ws_url("/ws/"), limited_server.origin)
     limit = LIMITS["PUSH_MAX_SUBSCRIPTIONS"]
     for n in range(limit):
         await socket.send(json.dumps({"op": "subscribe", "topic": f"room.cap{n}"}))
@@ -53,12 +50,12 @@ async def test_subscriptions_per_socket_are_capped_and_the_socket_stays(daphne_s
     await socket.close()
 
 
-async def test_a_flooding_socket_is_rate_limited_then_closed_and_others_are_served(daphne_server):
+async def test_a_flooding_socket_is_rate_limited_then_closed_and_others_are_served(limited_server):
     bystander = await open_socket(
-        daphne_server.ws_url("/ws/heartbeat/flood/"), daphne_server.origin
+        limited_server.ws_url("/ws/heartbeat/flood/"), limited_server.origin
     )
     await recv_json(bystander)
-    flooder = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    flooder = await open_socket(limited_server.ws_url("/ws/"), limited_server.origin)
     for _ in range(500):
         await flooder.send('{"op": "ping"}')
 
@@ -81,29 +78,29 @@ def carol_cookie() -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_sockets_per_user_are_capped_across_the_server(daphne_server, carol_cookie):
+async def test_sockets_per_user_are_capped_across_the_server(limited_server, carol_cookie):
     limit = LIMITS["PUSH_MAX_CONNECTIONS_PER_USER"]
     headers = {"Cookie": carol_cookie}
-    url = daphne_server.ws_url("/ws/")
+    url = limited_server.ws_url("/ws/")
 
     async def ping(socket: Any) -> Any:
         await socket.send('{"op": "ping"}')
         return await recv_json(socket)
 
     sockets = [
-        await open_socket(url, daphne_server.origin, additional_headers=headers)
+        await open_socket(url, limited_server.origin, additional_headers=headers)
         for _ in range(limit)
     ]
     assert [await ping(s) for s in sockets] == [{"op": "pong"}] * limit
 
-    extra = await open_socket(url, daphne_server.origin, additional_headers=headers)
+    extra = await open_socket(url, limited_server.origin, additional_headers=headers)
     refused = await recv_json(extra)
     assert refused["code"] == 4429
     assert await closed_with(extra) == 4429
 
     # Closing one frees its place.
     await sockets.pop().close()
-    retry = await open_socket(url, daphne_server.origin, additional_headers=headers)
+    retry = await open_socket(url, limited_server.origin, additional_headers=headers)
     assert await ping(retry) == {"op": "pong"}
     for socket in [*sockets, retry]:
         await socket.close()

@@ -52,8 +52,8 @@ async def assert_only_receives(socket: Any, kept: str, dropped: str) -> None:
     assert (frame["topic"], frame["seq"]) == (kept, seq)
 
 
-async def test_losing_a_permission_drops_that_subscription(daphne_server, dave, dave_browser):
-    socket = await socket_as(daphne_server, dave_browser, "dashboard.rv-perm", "room.rv-perm")
+async def test_losing_a_permission_drops_that_subscription(inprocess_server, dave, dave_browser):
+    socket = await socket_as(inprocess_server, dave_browser, "dashboard.rv-perm", "room.rv-perm")
 
     def revoke() -> None:
         dave.user_permissions.remove(Permission.objects.get(codename="view_dashboard"))
@@ -78,9 +78,9 @@ def analyst() -> tuple[Any, Client, Group]:
     return erin, browser, group
 
 
-async def test_leaving_the_group_that_granted_it_drops_it(daphne_server):
+async def test_leaving_the_group_that_granted_it_drops_it(inprocess_server):
     erin, browser, group = await in_thread(analyst)
-    socket = await socket_as(daphne_server, browser, "dashboard.rv-member", "room.rv-member")
+    socket = await socket_as(inprocess_server, browser, "dashboard.rv-member", "room.rv-member")
     await in_thread(group.user_set.remove, erin)  # the reverse side of user.groups
 
     error = await revoked(socket)
@@ -89,9 +89,9 @@ async def test_leaving_the_group_that_granted_it_drops_it(daphne_server):
     await socket.close()
 
 
-async def test_losing_a_groups_permission_drops_it_for_the_members(daphne_server):
+async def test_losing_a_groups_permission_drops_it_for_the_members(inprocess_server):
     _, browser, group = await in_thread(analyst)
-    socket = await socket_as(daphne_server, browser, "dashboard.rv-group", "room.rv-group")
+    socket = await socket_as(inprocess_server, browser, "dashboard.rv-group", "room.rv-group")
     await in_thread(group.permissions.clear)
 
     error = await revoked(socket)
@@ -101,11 +101,11 @@ async def test_losing_a_groups_permission_drops_it_for_the_members(daphne_server
 
 
 async def test_logging_out_drops_that_sessions_private_subscriptions(
-    daphne_server, dave, dave_browser
+    inprocess_server, dave, dave_browser
 ):
     own = f"user.{dave.pk}"
-    by_session = await socket_as(daphne_server, dave_browser, own, "room.rv-logout")
-    by_token = await open_socket(daphne_server.ws_url(f"/ws/?token={issue_token(dave)}"), None)
+    by_session = await socket_as(inprocess_server, dave_browser, own, "room.rv-logout")
+    by_token = await open_socket(inprocess_server.ws_url(f"/ws/?token={issue_token(dave)}"), None)
     await subscribe(by_token, own)
 
     await in_thread(dave_browser.logout)
@@ -124,9 +124,9 @@ async def test_logging_out_drops_that_sessions_private_subscriptions(
     await by_token.close()
 
 
-async def test_deactivating_a_user_drops_their_subscriptions_everywhere(daphne_server, dave):
+async def test_deactivating_a_user_drops_their_subscriptions_everywhere(inprocess_server, dave):
     own = f"user.{dave.pk}"
-    by_token = await open_socket(daphne_server.ws_url(f"/ws/?token={issue_token(dave)}"), None)
+    by_token = await open_socket(inprocess_server.ws_url(f"/ws/?token={issue_token(dave)}"), None)
     await subscribe(by_token, own)
     await subscribe(by_token, "room.rv-inactive")
 
@@ -141,11 +141,11 @@ async def test_deactivating_a_user_drops_their_subscriptions_everywhere(daphne_s
     await by_token.close()
 
 
-async def test_signing_in_again_leaves_open_sockets_alone(daphne_server, dave, dave_browser):
+async def test_signing_in_again_leaves_open_sockets_alone(inprocess_server, dave, dave_browser):
     """A login only stamps last_login: no access check, no reload for the user's sockets."""
     own = f"user.{dave.pk}"
-    socket = await socket_as(daphne_server, dave_browser, own)
-    offset = daphne_server.log_size()
+    socket = await socket_as(inprocess_server, dave_browser, own)
+    offset = inprocess_server.log_size()
 
     def sign_in_elsewhere() -> None:
         Client().force_login(dave)  # saves last_login only
@@ -153,7 +153,7 @@ async def test_signing_in_again_leaves_open_sockets_alone(daphne_server, dave, d
     await in_thread(sign_in_elsewhere)
     seq = await apush(own, "after the login")
     assert (await recv_json(socket))["seq"] == seq
-    assert "ws access changed" not in daphne_server.log_since(offset)
+    assert "ws access changed" not in inprocess_server.log_since(offset)
 
     # A change that matters still reaches the socket.
     def deactivate() -> None:
