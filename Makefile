@@ -41,7 +41,7 @@ test: setup lint
 screenshot: setup
 	CHAT_SCREENSHOT=docs/chat-page.png $(BIN)/python -m pytest -q tests/e2e/test_chat_screenshot.py
 
-# Every benchmark at the issue's sizes (minutes; each starts and stops its own stack):
+# Every benchmark at full size (minutes; each starts and stops its own stack):
 # bench/results/results.jsonl, summary.md and PNG plots. Not part of make test.
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
