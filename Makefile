@@ -26,16 +26,19 @@ run: migrate
 lint: setup
 	$(BIN)/ruff check .
 
-# The suite in two runs: first every test not marked faults, on PYTEST_WORKERS processes
-# (pytest-xdist; each with its own Redis, test database and servers), then those marked
-# faults, one at a time: they stop or fail over Redis and servers, or drop every UDP
-# packet on the machine with nftables, which would break a call test running beside them.
+# The suite in two runs: first every test not marked serial, on PYTEST_WORKERS processes
+# (pytest-xdist, a test file per worker at a time, so a module's servers start once; each
+# worker has its own Redis, test database and servers, and the tests marked faults stop
+# only Redis and servers of their own), then those marked serial, one at a time: they
+# drop every UDP packet on the machine with nftables, which would break a call test
+# running beside them, or measure a CPU-bound spread that neighbours would distort.
+# Three workers on two cores: most tests wait on sockets, browsers and workers.
 # PYTEST_MARKS narrows both runs (a marker expression); PYTEST_ARGS goes to both.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 only = $(if $(PYTEST_MARKS), and ($(PYTEST_MARKS)))
 test: setup lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not faults$(only)" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m "faults$(only)" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not serial$(only)" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "serial$(only)" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # docs/chat-page.png, the README's picture of the chat page, taken by the test that checks it.
 screenshot: setup

@@ -37,7 +37,9 @@ def _xdist_controller(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "serial: runs alone (machine-wide faults); see Makefile")
+    config.addinivalue_line(
+        "markers", "serial: disturbs the whole machine (drops its UDP): runs alone; see Makefile"
+    )
     if _xdist_controller(config):
         # Each worker starts its own Redis and then Django, as a plain run does: importing
         # project (its Celery app) set DJANGO_SETTINGS_MODULE here, which the workers would

@@ -35,7 +35,12 @@ from tests.support.users import make_user
 from tests.support.waiting import poll_until
 
 # faults: nftables drops UDP for the whole machine, so these run alone (see Makefile).
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media, pytest.mark.faults]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.media,
+    pytest.mark.faults,
+    pytest.mark.serial,
+]
 
 
 def live_call(slug: str) -> tuple[int, str, list[str]]:

@@ -63,7 +63,8 @@ from tests.support.processes import ChildProcess, DaphneServer, WebServer, http_
 from tests.support.pushing import KeyedPusher
 from tests.support.waiting import poll_until
 
-pytestmark = pytest.mark.faults
+# Two thousand sockets reconnecting: a CPU-bound measure of the spread, so it runs alone.
+pytestmark = [pytest.mark.faults, pytest.mark.serial]
 
 TOPICS = [f"room.rolling-{index}" for index in range(10)]
 PUSHES_PER_S = 20
