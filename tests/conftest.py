@@ -177,9 +177,12 @@ class ServerFactory:
         *,
         workers: int = 1,
         extra_args: tuple[str, ...] = (),
+        copy: int = 0,
         **settings: str,
     ) -> WebServer:
-        key = (server, workers, extra_args, tuple(sorted(settings.items())))
+        """The server of this configuration (``copy`` tells apart processes a test needs
+        several of), started on first use."""
+        key = (server, workers, extra_args, copy, tuple(sorted(settings.items())))
         if key not in self.started:
             name = f"{server}-{len(self.started)}" if self.started or settings else server
             self.started[key] = WebServer(

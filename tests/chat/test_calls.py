@@ -557,13 +557,10 @@ def test_a_turn_credential_is_fixed_by_its_time_and_user(settings):
 # --- over sockets --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ring_server(child_env, log_dir):
+@pytest.fixture
+def ring_server(server_factory):
     """A second daphne process, whose calls ring for 3 s only."""
-    with server_with_settings(
-        child_env, log_dir, "daphne-calls", CALL_RING_TIMEOUT_S="3"
-    ) as server:
-        yield server
+    return server_factory.start("daphne", CALL_RING_TIMEOUT_S="3")
 
 
 class Peer:

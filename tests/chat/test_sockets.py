@@ -1,4 +1,4 @@
-"""Chat over real sockets: a daphne process, ``websockets`` clients, session cookies."""
+"""Chat over the sockets of the application in this process, signed in by session cookie."""
 
 from __future__ import annotations
 
@@ -9,25 +9,22 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from project.redis_server import free_port
 from tests.chat.rooms import make_room
 from tests.support.clients import open_socket, recv_json, recv_through, recv_until, subscribe
-from tests.support.processes import DaphneServer
 from tests.support.users import in_thread, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="module")
-def limited_server(child_env, log_dir):
-    """A daphne where each user may send two chat messages in ten minutes."""
-    env = dict(child_env, CHAT_RATE_MESSAGES="2", CHAT_RATE_WINDOW_S="600")
-    server = DaphneServer(env, log_dir, free_port(), name="daphne-chat-limited")
-    yield server
-    server.stop()
+@pytest.fixture
+def limited_server(inprocess_server, settings):
+    """The application in this process, where each user may send two chat messages in
+    ten minutes."""
+    settings.CHAT_RATE_MESSAGES, settings.CHAT_RATE_WINDOW_S = 2, 600
+    return inprocess_server
 
 
-async def user_socket(server: DaphneServer, user: Any) -> ClientConnection:
+async def user_socket(server: Any, user: Any) -> ClientConnection:
     """A socket on ``ws/`` signed in as ``user`` by session cookie (anonymous for None)."""
     headers = {"Cookie": await in_thread(session_cookie, user)} if user is not None else {}
     return await open_socket(server.ws_url("/ws/"), server.origin, additional_headers=headers)
@@ -58,10 +55,12 @@ async def stored_texts(slug: str) -> list[str]:
     return await in_thread(texts)
 
 
-async def test_a_non_member_can_neither_subscribe_to_nor_post_in_a_room(daphne_server, alice, bob):
+async def test_a_non_member_can_neither_subscribe_to_nor_post_in_a_room(
+    inprocess_server, alice, bob
+):
     await in_thread(make_room, "e2e-private", alice)
-    intruder = await user_socket(daphne_server, bob)
-    member = await user_socket(daphne_server, alice)
+    intruder = await user_socket(inprocess_server, bob)
+    member = await user_socket(inprocess_server, alice)
 
     refused = await subscribe(intruder, "chat.e2e-private")
     assert (refused["op"], refused["code"]) == ("error", 4003)
@@ -80,13 +79,13 @@ async def test_a_non_member_can_neither_subscribe_to_nor_post_in_a_room(daphne_s
 
 
 async def test_a_direct_conversation_is_seen_by_its_two_users_only(
-    daphne_server, alice, bob, carol
+    inprocess_server, alice, bob, carol
 ):
     from chat.services import direct_room
 
     topic = (await in_thread(direct_room, alice, bob)).topic
     sockets = {
-        user.username: await user_socket(daphne_server, user) for user in (alice, bob, carol)
+        user.username: await user_socket(inprocess_server, user) for user in (alice, bob, carol)
     }
 
     assert (await subscribe(sockets["carol"], topic))["code"] == 4003
@@ -105,12 +104,12 @@ async def test_a_direct_conversation_is_seen_by_its_two_users_only(
 
 
 async def test_messages_arrive_in_order_and_a_reconnecting_client_resumes_without_loss(
-    daphne_server, alice, bob
+    inprocess_server, alice, bob
 ):
     await in_thread(make_room, "e2e-resume", alice, bob)
     topic = "chat.e2e-resume"
-    sender = await user_socket(daphne_server, alice)
-    reader = await user_socket(daphne_server, bob)
+    sender = await user_socket(inprocess_server, alice)
+    reader = await user_socket(inprocess_server, bob)
     await subscribe(sender, topic)
     start = await subscribe(reader, topic)
 
@@ -129,7 +128,7 @@ async def test_messages_arrive_in_order_and_a_reconnecting_client_resumes_withou
     for n in range(3, 6):  # while bob is away
         assert (await publish(sender, topic, {"text": f"m{n}"}))["op"] == "published"
 
-    reader = await user_socket(daphne_server, bob)
+    reader = await user_socket(inprocess_server, bob)
     last_seq = live[-1]["seq"]
     await reader.send(
         json.dumps({"op": "subscribe", "topic": topic, "since": last_seq, "epoch": start["epoch"]})
@@ -147,13 +146,13 @@ async def test_messages_arrive_in_order_and_a_reconnecting_client_resumes_withou
     assert await stored_texts("e2e-resume") == [f"m{n}" for n in range(7)]
 
 
-async def test_a_rolled_back_message_never_reaches_a_socket(daphne_server, alice, bob):
+async def test_a_rolled_back_message_never_reaches_a_socket(inprocess_server, alice, bob):
     from django.db import transaction
 
     from chat.services import send_message
 
     room = await in_thread(make_room, "e2e-rollback", alice, bob)
-    reader = await user_socket(daphne_server, alice)
+    reader = await user_socket(inprocess_server, alice)
     start = await subscribe(reader, room.topic)
 
     class Abort(Exception):
@@ -204,12 +203,12 @@ async def test_over_the_rate_limit_a_publish_gets_4429_and_the_socket_stays(
 
 
 async def test_typing_reaches_the_others_but_is_neither_stored_nor_replayed(
-    daphne_server, alice, bob
+    inprocess_server, alice, bob
 ):
     await in_thread(partial(make_room, "e2e-typing", open_to_signed_in=True))
     topic = "chat.e2e-typing"
-    typist = await user_socket(daphne_server, alice)
-    watcher = await user_socket(daphne_server, bob)
+    typist = await user_socket(inprocess_server, alice)
+    watcher = await user_socket(inprocess_server, bob)
     await subscribe(typist, topic)
     start = await subscribe(watcher, topic)
 
@@ -224,7 +223,7 @@ async def test_typing_reaches_the_others_but_is_neither_stored_nor_replayed(
 
     # A resume from before the typing has nothing to replay: not a stale "typing".
     await watcher.close()
-    watcher = await user_socket(daphne_server, bob)
+    watcher = await user_socket(inprocess_server, bob)
     await watcher.send(
         json.dumps(
             {"op": "subscribe", "topic": topic, "since": start["seq"], "epoch": start["epoch"]}
@@ -235,9 +234,9 @@ async def test_typing_reaches_the_others_but_is_neither_stored_nor_replayed(
     assert (frames[0]["seq"], frames[0]["recovered"]) == (start["seq"], True)
 
 
-async def test_a_removed_member_loses_the_subscription(daphne_server, alice):
+async def test_a_removed_member_loses_the_subscription(inprocess_server, alice):
     room = await in_thread(make_room, "e2e-removed", alice)
-    socket = await user_socket(daphne_server, alice)
+    socket = await user_socket(inprocess_server, alice)
     await subscribe(socket, room.topic)
 
     await in_thread(room.members.remove, alice)
@@ -246,15 +245,15 @@ async def test_a_removed_member_loses_the_subscription(daphne_server, alice):
     assert "left the room" in revoked["msg"]
 
 
-async def test_a_seed_route_client_talks_to_its_room_when_the_room_allows_it(daphne_server):
+async def test_a_seed_route_client_talks_to_its_room_when_the_room_allows_it(inprocess_server):
     await in_thread(partial(make_room, "e2e-seedtalk", allow_client_messages=True))
     await in_thread(make_room, "e2e-seedquiet")
-    url = daphne_server.ws_url("/ws/heartbeat/e2e-seedtalk/")
-    one = await open_socket(url, daphne_server.origin)
-    two = await open_socket(url, daphne_server.origin)
+    url = inprocess_server.ws_url("/ws/heartbeat/e2e-seedtalk/")
+    one = await open_socket(url, inprocess_server.origin)
+    two = await open_socket(url, inprocess_server.origin)
     assert (await recv_json(one))["msg"] == "heartbeat"
     assert (await recv_json(two))["msg"] == "heartbeat"
-    multiplexed = await user_socket(daphne_server, None)
+    multiplexed = await user_socket(inprocess_server, None)
     await subscribe(multiplexed, "room.e2e-seedtalk")
 
     await one.send(json.dumps({"message": "hi"}))
@@ -267,7 +266,7 @@ async def test_a_seed_route_client_talks_to_its_room_when_the_room_allows_it(dap
     }
 
     quiet = await open_socket(
-        daphne_server.ws_url("/ws/heartbeat/e2e-seedquiet/"), daphne_server.origin
+        inprocess_server.ws_url("/ws/heartbeat/e2e-seedquiet/"), inprocess_server.origin
     )
     await recv_json(quiet)
     await quiet.send(json.dumps({"message": "hi"}))

@@ -29,7 +29,6 @@ from tests.support.call_pages import (
     wait_for_phase,
 )
 from tests.support.netfault import cut_connections, established_client_ports
-from tests.support.processes import server_with_settings
 from tests.support.turn import turn_server  # noqa: F401
 from tests.support.users import make_user
 from tests.support.waiting import poll_until
@@ -170,13 +169,10 @@ def test_audio_comes_back_by_itself_after_the_calls_udp_was_dropped(
     assert call.errors == [[], []]
 
 
-@pytest.fixture(scope="module")
-def impatient_server(child_env, log_dir):
+@pytest.fixture
+def impatient_server(server_factory):
     """daphne whose pages give up on a connection 2 s after it went down."""
-    with server_with_settings(
-        child_env, log_dir, "daphne-impatient", CALL_PEER_GIVE_UP_S="2"
-    ) as server:
-        yield server
+    return server_factory.start("daphne", CALL_PEER_GIVE_UP_S="2")
 
 
 def test_a_connection_that_cannot_come_back_is_shown_lost_on_both_pages(
@@ -208,20 +204,16 @@ def lost_links(slug: str) -> list[list[int]]:
 TURN_TTL_S = 3
 
 
-@pytest.fixture(scope="module")
-def relay_server(child_env, log_dir, turn_server):  # noqa: F811
+@pytest.fixture
+def relay_server(server_factory, turn_server):  # noqa: F811
     """uvicorn whose pages may only use TURN (coturn), with credentials for TURN_TTL_S."""
-    with server_with_settings(
-        child_env,
-        log_dir,
-        "uvicorn-relay",
+    return server_factory.start(
         "uvicorn",
         CALL_TURN_URLS=turn_server.url,
         CALL_TURN_SECRET=turn_server.secret,
         CALL_TURN_TTL_S=str(TURN_TTL_S),
         CALL_ICE_TRANSPORT_POLICY="relay",
-    ) as server:
-        yield server
+    )
 
 
 def turn_expiry(page: Any) -> int:

@@ -1,4 +1,6 @@
-"""The multiplexed endpoint ``ws/`` served by a real daphne process."""
+"""The multiplexed endpoint ``ws/``: its cases in this process, and those that cross
+processes (a push from a command) or depend on the server (daphne's frame limit) on a
+real daphne."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from tests.support.processes import manage
 from ws import apush, keys
 
 
-async def test_subscribe_ping_push_unsubscribe(daphne_server):
-    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+async def test_subscribe_ping_push_unsubscribe(inprocess_server):
+    socket = await open_socket(inprocess_server.ws_url("/ws/"), inprocess_server.origin)
     subscribed = await subscribe(socket, "room.mux-basic")
     assert subscribed["op"] == "subscribed"
     assert subscribed["recovered"] is False
@@ -98,12 +100,12 @@ BAD_FRAMES = [
     ids=[case[0] for case in BAD_FRAMES],
 )
 async def test_a_bad_frame_gets_an_error_frame_and_others_keep_receiving(
-    daphne_server, frame, code, reason
+    inprocess_server, frame, code, reason
 ):
-    bystander = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+    bystander = await open_socket(inprocess_server.ws_url("/ws/"), inprocess_server.origin)
     await subscribe(bystander, "broadcast")
-    offender = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
-    offset = daphne_server.log_size()
+    offender = await open_socket(inprocess_server.ws_url("/ws/"), inprocess_server.origin)
+    offset = inprocess_server.log_size()
 
     await offender.send(frame)
     error = await recv_json(offender)
@@ -116,21 +118,21 @@ async def test_a_bad_frame_gets_an_error_frame_and_others_keep_receiving(
     assert await recv_json(offender) == {"op": "pong"}
     seq = await apush("broadcast", {"still": "served"})
     assert (await recv_until(bystander, lambda f: f.get("op") == "message"))["seq"] == seq
-    assert daphne_server.failures_since(offset) == []
+    assert inprocess_server.failures_since(offset) == []
     await offender.close()
     await bystander.close()
 
 
-async def test_binary_frames_are_refused(daphne_server):
-    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+async def test_binary_frames_are_refused(inprocess_server):
+    socket = await open_socket(inprocess_server.ws_url("/ws/"), inprocess_server.origin)
     await socket.send(b"\x00\x01")
     error = await recv_json(socket)
     assert (error["code"], error["msg"]) == (4400, "binary frames are not supported")
     await socket.close()
 
 
-async def test_a_client_that_keeps_sending_bad_frames_is_closed_4400(daphne_server, settings):
-    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+async def test_a_client_that_keeps_sending_bad_frames_is_closed_4400(inprocess_server, settings):
+    socket = await open_socket(inprocess_server.ws_url("/ws/"), inprocess_server.origin)
     for _ in range(settings.PUSH_MAX_BAD_FRAMES):
         await socket.send("{")
     assert await closed_with(socket) == 4400
@@ -155,8 +157,8 @@ async def test_a_frame_over_daphnes_limit_drops_that_socket_only(daphne_server):
     await bystander.close()
 
 
-async def test_resubscribing_answers_where_the_socket_stands(daphne_server):
-    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+async def test_resubscribing_answers_where_the_socket_stands(inprocess_server):
+    socket = await open_socket(inprocess_server.ws_url("/ws/"), inprocess_server.origin)
     first = await subscribe(socket, "room.mux-again")
     seq = await apush("room.mux-again", "one")
     assert (await recv_json(socket))["seq"] == seq
@@ -168,8 +170,10 @@ async def test_resubscribing_answers_where_the_socket_stands(daphne_server):
     await socket.close()
 
 
-async def test_a_lost_topic_history_moves_subscribers_to_the_new_epoch(daphne_server, redis_client):
-    socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
+async def test_a_lost_topic_history_moves_subscribers_to_the_new_epoch(
+    inprocess_server, redis_client
+):
+    socket = await open_socket(inprocess_server.ws_url("/ws/"), inprocess_server.origin)
     first = await subscribe(socket, "room.mux-flushed")
     for n in range(3):
         await apush("room.mux-flushed", n)

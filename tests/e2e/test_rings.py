@@ -8,7 +8,6 @@ fake microphone. A ring is an event on the callee's ``user.<id>``; its end
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,6 @@ from tests.support.call_pages import (
     members_room,
     wait_for_phase,
 )
-from tests.support.processes import server_with_settings
 from tests.support.users import make_user
 
 pytestmark = [pytest.mark.media, pytest.mark.django_db(transaction=True)]
@@ -147,12 +145,9 @@ def test_declining_from_the_ring_ends_the_call_for_the_caller(
 
 
 @pytest.fixture
-def quick_ring_server(child_env, log_dir) -> Iterator[Any]:
+def quick_ring_server(server_factory) -> Any:
     """daphne whose calls stop ringing after RING_TIMEOUT_S."""
-    with server_with_settings(
-        child_env, log_dir, "daphne-quick-ring", CALL_RING_TIMEOUT_S=str(RING_TIMEOUT_S)
-    ) as server:
-        yield server
+    return server_factory.start("daphne", CALL_RING_TIMEOUT_S=str(RING_TIMEOUT_S))
 
 
 def test_an_unanswered_call_leaves_a_missed_call_message_on_both_pages_and_in_the_list(

@@ -1,4 +1,5 @@
-"""The seed route ``heartbeat/<room>/`` served by a real daphne process."""
+"""The seed route ``heartbeat/<room>/``: its cases in this process, the handshake's
+refusals and the pages on a real daphne."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from ws import apush
 GREETING = {"msg": "heartbeat", "code": 200, "data": []}
 
 
-async def test_greeting_reaches_only_the_connecting_client(daphne_server):
-    first = await open_socket(daphne_server.ws_url("/ws/heartbeat/greet/"), daphne_server.origin)
+async def test_greeting_reaches_only_the_connecting_client(inprocess_server):
+    first = await open_socket(
+        inprocess_server.ws_url("/ws/heartbeat/greet/"), inprocess_server.origin
+    )
     assert await recv_json(first) == GREETING
 
-    second = await open_socket(daphne_server.ws_url("/heartbeat/greet/"), daphne_server.origin)
+    second = await open_socket(
+        inprocess_server.ws_url("/heartbeat/greet/"), inprocess_server.origin
+    )
     assert await recv_json(second) == GREETING
 
     # The second connect greeted nobody else: the next frame the first client
@@ -35,10 +40,12 @@ async def test_greeting_reaches_only_the_connecting_client(daphne_server):
     await second.close()
 
 
-async def test_send_message_reaches_a_seed_client_in_the_seed_envelope(daphne_server):
+async def test_send_message_reaches_a_seed_client_in_the_seed_envelope(inprocess_server):
     from ws import SendMessage
 
-    socket = await open_socket(daphne_server.ws_url("/ws/heartbeat/lobby/"), daphne_server.origin)
+    socket = await open_socket(
+        inprocess_server.ws_url("/ws/heartbeat/lobby/"), inprocess_server.origin
+    )
     assert await recv_json(socket) == GREETING
 
     await asyncio.to_thread(SendMessage("lobby").send, {"chat_type": "chat_data", "n": 1})
@@ -59,10 +66,12 @@ async def test_send_message_reaches_a_seed_client_in_the_seed_envelope(daphne_se
     await socket.close()
 
 
-async def test_code_that_sends_the_seeds_own_event_still_reaches_seed_clients(daphne_server):
+async def test_code_that_sends_the_seeds_own_event_still_reaches_seed_clients(inprocess_server):
     from channels.layers import get_channel_layer
 
-    socket = await open_socket(daphne_server.ws_url("/ws/heartbeat/legacy/"), daphne_server.origin)
+    socket = await open_socket(
+        inprocess_server.ws_url("/ws/heartbeat/legacy/"), inprocess_server.origin
+    )
     await recv_json(socket)
     await get_channel_layer().group_send(
         "chat_legacy", {"type": "chat_data", "data": {"msg": "old", "code": 200, "data": [1]}}
@@ -71,8 +80,11 @@ async def test_code_that_sends_the_seeds_own_event_still_reaches_seed_clients(da
     await socket.close()
 
 
-async def test_client_frames_get_an_answer_and_the_socket_stays(daphne_server):
-    socket = await open_socket(daphne_server.ws_url("/ws/heartbeat/talk/"), daphne_server.origin)
+@pytest.mark.django_db(transaction=True)  # whether the room takes messages
+async def test_client_frames_get_an_answer_and_the_socket_stays(inprocess_server):
+    socket = await open_socket(
+        inprocess_server.ws_url("/ws/heartbeat/talk/"), inprocess_server.origin
+    )
     await recv_json(socket)
 
     await socket.send("not json")
@@ -87,9 +99,9 @@ async def test_client_frames_get_an_answer_and_the_socket_stays(daphne_server):
     await socket.close()
 
 
-async def test_an_invalid_room_name_is_answered_and_closed(daphne_server):
+async def test_an_invalid_room_name_is_answered_and_closed(inprocess_server):
     socket = await open_socket(
-        daphne_server.ws_url("/ws/heartbeat/caf%C3%A9/"), daphne_server.origin
+        inprocess_server.ws_url("/ws/heartbeat/caf%C3%A9/"), inprocess_server.origin
     )
     refused = await recv_json(socket)
     assert refused["code"] == 4400

@@ -7,7 +7,6 @@ code, a reply, or a connection dropped by daphne itself.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from pathlib import Path
@@ -37,14 +36,17 @@ async def send_case(socket: Any, send: dict[str, Any]) -> None:
         elif "binary_hex" in send:
             await socket.send(bytes.fromhex(send["binary_hex"]))
         elif "subscribe_many" in send:
-            # As a client would: it stops once the server closes. Writing on regardless, the
-            # server's socket closes with frames unread, and its kernel may answer with a
-            # reset that takes the close frame (4429) away with it.
+            # Each subscribe waits for its answer, so the client never writes after the
+            # server closed: frames written on regardless reach a socket the server has
+            # closed, and its kernel answers with a reset that takes the close frame
+            # (4429) away with it. The close itself ends the loop (ConnectionClosed).
             for n in range(send["subscribe_many"]):
-                if socket.protocol.close_rcvd is not None:
-                    break
-                await socket.send(json.dumps({"op": "subscribe", "topic": f"room.many{n}"}))
-                await asyncio.sleep(0)  # the client reads what came back meanwhile
+                topic = f"room.many{n}"
+                await socket.send(json.dumps({"op": "subscribe", "topic": topic}))
+                # Its answer: subscribed, or refused (for it, or rate-limited: no topic).
+                await recv_until(
+                    socket, lambda f, t=topic: f.get("topic") == t or f.get("op") == "error"
+                )
         else:
             raise AssertionError(f"unknown corpus instruction {send}")
 

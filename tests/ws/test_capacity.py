@@ -12,24 +12,19 @@ import asyncio
 import json
 import re
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
-from project.redis_server import free_port
 from tests.support.clients import open_socket, subscribe
-from tests.support.processes import DaphneServer
+from tests.support.processes import DaphneServer, WebServer
 from ws import apush
 
 BURST = 60  # within PUSH_HISTORY_SIZE and PUSH_REPLAY_LIMIT (100): replayable
 
 
-@pytest.fixture(scope="module")
-def small_capacity_server(child_env, log_dir) -> Iterator[DaphneServer]:
-    env = {**child_env, "PUSH_CHANNEL_CAPACITY": "2"}
-    server = DaphneServer(env, log_dir, free_port(), name="daphne-capacity")
-    yield server
-    server.stop()
+@pytest.fixture
+def small_capacity_server(server_factory) -> WebServer:
+    return server_factory.start("daphne", PUSH_CHANNEL_CAPACITY="2")
 
 
 def dropped_total(server: DaphneServer) -> int:

@@ -10,9 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from project.redis_server import free_port
 from tests.support.clients import open_socket, recv_json
-from tests.support.processes import DaphneServer
 from ws import apush
 from ws.protocol import CLIENT_OPS, CloseCode, ProtocolError, parse_client_frame
 
@@ -58,18 +56,15 @@ def test_the_validator_accepts_or_refuses_with_a_protocol_error(text):
 REPLIES = {"subscribed", "unsubscribed", "published", "authenticated", "error", "message"}
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(child_env, log_dir):
+@pytest.fixture
+def fuzz_server(server_factory):
     """A daphne with limits out of the fuzzer's way (limits have their own tests)."""
-    env = dict(
-        child_env,
+    return server_factory.start(
+        "daphne",
         PUSH_RATE_PER_S="1000000",
         PUSH_RATE_BURST="1000000",
         PUSH_MAX_BAD_FRAMES="1000000",
     )
-    server = DaphneServer(env, log_dir, free_port(), name="daphne-fuzz")
-    yield server
-    server.stop()
 
 
 def test_no_frame_breaks_a_live_socket_or_its_neighbours(fuzz_server):

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from project.redis_server import free_port
 from tests.support.clients import FRAME_TIMEOUT_S, open_socket, recv_json, recv_until, subscribe
-from tests.support.processes import DaphneServer
+from tests.support.processes import DaphneServer, server_with_settings
 from tests.support.users import make_user, session_cookie
 from ws import apush
 
@@ -23,31 +22,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TTL_S, REFRESH_S = 3.0, 1.0
 
 
-def presence_env(child_env: dict[str, str]) -> dict[str, str]:
-    return dict(child_env, PUSH_PRESENCE_TTL_S=str(TTL_S), PUSH_PRESENCE_REFRESH_S=str(REFRESH_S))
+def presence_settings() -> dict[str, str]:
+    return {"PUSH_PRESENCE_TTL_S": str(TTL_S), "PUSH_PRESENCE_REFRESH_S": str(REFRESH_S)}
 
 
-@pytest.fixture(scope="module")
-def servers(child_env, log_dir):
+@pytest.fixture
+def servers(server_factory):
     """Two daphne processes on the same Redis, with a short presence TTL."""
-    started: list[DaphneServer] = []
-    try:
-        for n in (1, 2):
-            started.append(
-                DaphneServer(presence_env(child_env), log_dir, free_port(), f"daphne-presence-{n}")
-            )
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+    settings = presence_settings()
+    return [server_factory.start("daphne", copy=n, **settings) for n in (1, 2)]
 
 
 @pytest.fixture
 def doomed_server(child_env, log_dir):
     """A third daphne, for a test to kill."""
-    server = DaphneServer(presence_env(child_env), log_dir, free_port(), "daphne-presence-doomed")
-    yield server
-    server.stop()
+    with server_with_settings(
+        child_env, log_dir, "daphne-presence-doomed", **presence_settings()
+    ) as server:
+        yield server
 
 
 @pytest.fixture

@@ -16,23 +16,16 @@ import time
 
 import pytest
 
-from project.redis_server import free_port
 from tests.support.clients import open_socket, recv_json
 from tests.support.processes import DaphneServer
 from ws import push
 
 
-@pytest.fixture(scope="module")
-def keepalive_server(child_env, log_dir):
-    server = DaphneServer(
-        child_env,
-        log_dir,
-        free_port(),
-        name="daphne-keepalive",
-        extra_args=["--ping-interval", "1", "--ping-timeout", "2"],
+@pytest.fixture
+def keepalive_server(server_factory):
+    return server_factory.start(
+        "daphne", extra_args=("--ping-interval", "1", "--ping-timeout", "2")
     )
-    yield server
-    server.stop()
 
 
 def masked_text_frame(text: str) -> bytes:
