@@ -476,6 +476,8 @@
     renderRooms();
   }
 
+  let leaving = null; // the slug of the room this page is leaving, until the answer
+
   function removeRoom(slug, notice) {
     const known = roomBySlug(slug);
     rooms = rooms.filter((room) => room.slug !== slug);
@@ -492,7 +494,9 @@
     if (!data || typeof data !== "object") return;
     if (data.type === "rooms" && data.room && typeof data.room.slug === "string") {
       if (data.event === "removed") {
-        removeRoom(data.room.slug, (room) => `You are no longer in ${roomLabel(data.room.title ? data.room : room)}`);
+        // This page's own Leave may be answered after its push: it still says "You left".
+        const verb = data.room.slug === leaving ? "You left" : "You are no longer in";
+        removeRoom(data.room.slug, (room) => `${verb} ${roomLabel(data.room.title ? data.room : room)}`);
       } else if (data.event === "added" || data.event === "changed") {
         upsertRoom(data.room, { shared });
       }
@@ -570,12 +574,14 @@
     if (!current || current.room.direct) return;
     const room = current.room;
     el("leave").disabled = true;
+    leaving = room.slug;
     try {
       await api(urls.leave(room.slug), {});
       removeRoom(room.slug, () => `You left ${roomLabel(room)}`); // the push says so too
     } catch (error) {
       el("error").textContent = error.message;
     } finally {
+      leaving = null;
       el("leave").disabled = false;
     }
   });
