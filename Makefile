@@ -28,11 +28,10 @@ lint: setup
 
 # The suite in two runs: first every test not marked serial, on PYTEST_WORKERS processes
 # (pytest-xdist, a test file per worker at a time, so the servers a module asks for start
-# once; each worker has its own Redis, test database and servers, and the tests
-# marked faults stop only Redis and servers of their own), then those marked serial, one
-# at a time: they
-# drop every UDP packet on the machine with nftables, which would break a call test
-# running beside them, or measure a CPU-bound spread that neighbours would distort.
+# once; each worker has its own Redis, test database and servers, and the tests marked
+# faults stop only Redis and servers of their own), then those marked serial, one at a
+# time: they drop every UDP packet on the machine with nftables, which would break a
+# call test running beside them, or measure a CPU-bound spread neighbours would distort.
 # Three workers on two cores: most tests wait on sockets, browsers and workers.
 # PYTEST_MARKS narrows both runs (a marker expression); PYTEST_ARGS goes to both.
 PYTEST_WORKERS ?= 3
