@@ -312,15 +312,16 @@ def write_plots(directory: Path, records: Sequence[Mapping[str, Any]]) -> list[P
     rates = [r for r in records if r.get("bench") == "worker_rate" and "error" not in r]
     if rates:
         record = rates[-1]
-        names = ["ours", "seed"] + (["ours_publish_task"] if "ours_publish_task" in record else [])
-        values = [
-            record["ours"]["pushes_per_s"],
-            record["seed"]["pushes_per_s"],
-            *([record["ours_publish_task"]["tasks_per_s"]] if len(names) == 3 else []),
-        ]
-        figure, axis = plt.subplots(figsize=(6, 4))
-        axis.bar(["ours push()", "seed async_to_sync", "ours publish tasks"][: len(names)], values,
-                 color=["tab:blue", "tab:orange", "tab:green"][: len(names)])  # fmt: skip
+        bars = [("ours push()", record["ours"]["pushes_per_s"], "tab:blue")]
+        if "ours_many" in record:
+            bars.append(("ours push_many", record["ours_many"]["pushes_per_s"], "tab:purple"))
+        bars.append(("seed async_to_sync", record["seed"]["pushes_per_s"], "tab:orange"))
+        if "ours_publish_task" in record:
+            tasks = record["ours_publish_task"]["tasks_per_s"]
+            bars.append(("ours publish tasks", tasks, "tab:green"))
+        figure, axis = plt.subplots(figsize=(7, 4))
+        axis.bar([name for name, _, _ in bars], [value for _, value, _ in bars],
+                 color=[colour for _, _, colour in bars])  # fmt: skip
         target = record.get("target_pushes_per_s")
         if target:
             axis.axhline(target, color="grey", linestyle=":", label=f"target {target}/s")

@@ -5,6 +5,8 @@ process and returns how long that took there, for two publish paths:
 
 - ``"ours"``: ``ws.push.push(topic, data)``, numbered and stored for resume
   as in production, over the process's one background loop and Redis client;
+- ``"ours_many"``: the same messages through ``ws.push_many``, ``batch`` at a time
+  (one round trip to Redis per batch);
 - ``"seed"``: the seed's ``async_to_sync(SendMessage(room).send)(...)``, one
   ``async_to_sync`` per push, with the seed's ``SendMessage`` and channel layer
   from ``bench/reference`` (the core ``RedisChannelLayer`` with
@@ -24,7 +26,7 @@ from celery import shared_task
 from channels_redis.core import RedisChannelLayer
 from django.utils.module_loading import import_string
 
-from ws import push
+from ws import push, push_many
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 BENCH_TOPIC = "dashboard.bench"
@@ -62,7 +64,7 @@ def _payload(n: int) -> dict[str, Any]:
 
 
 @shared_task(name="bench.push_loop")
-def push_loop(variant: str, count: int) -> dict[str, Any]:
+def push_loop(variant: str, count: int, batch: int = 100) -> dict[str, Any]:
     """Push ``count`` messages back to back; the time that took in this process.
 
     One push first, not timed, for each path: ours makes its loop and client
@@ -73,6 +75,12 @@ def push_loop(variant: str, count: int) -> dict[str, Any]:
         started = time.perf_counter()
         for n in range(count):
             push(BENCH_TOPIC, _payload(n))
+        elapsed = time.perf_counter() - started
+    elif variant == "ours_many":
+        push_many([(BENCH_TOPIC, _payload(-1))])
+        started = time.perf_counter()
+        for first in range(0, count, batch):
+            push_many([(BENCH_TOPIC, _payload(n)) for n in range(first, min(count, first + batch))])
         elapsed = time.perf_counter() - started
     elif variant == "seed":
         layer = seed_layer()
@@ -89,5 +97,5 @@ def push_loop(variant: str, count: int) -> dict[str, Any]:
             )
         elapsed = time.perf_counter() - started
     else:
-        raise ValueError(f"variant must be 'ours' or 'seed', not {variant!r}")
+        raise ValueError(f"variant must be 'ours', 'ours_many' or 'seed', not {variant!r}")
     return {"pushes": count, "elapsed_s": elapsed}

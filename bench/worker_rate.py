@@ -8,6 +8,8 @@ One task pushes K messages back to back inside that process, timed there:
   production: one background loop and one Redis client per process);
 - seed: the seed's ``async_to_sync(SendMessage(room).send)(...)``, one
   ``async_to_sync`` per push, on the seed's core layer with encryption keys;
+- ours_many: the same K messages through ``ws.push_many``, ``--batch`` at a time
+  (messages per second; target 20,000);
 - ours_publish_task: K ``publish.delay()`` tasks drained by the same worker
   (tasks per second, broker round trips and acknowledgements included).
 
@@ -34,6 +36,7 @@ from bench.common import Stack, emit, environment_stamp
 from tests.support.processes import ChildProcess
 
 TARGET_PUSHES_PER_S = 4000
+TARGET_BATCHED_PER_S = 20000
 
 
 class BenchWorker(ChildProcess):
@@ -64,6 +67,7 @@ def main() -> None:
         help="pushes of the seed's path (each opens a loop and a connection: keep it short)",
     )
     parser.add_argument("--tasks", type=int, default=2000, help="publish tasks (0: skip)")
+    parser.add_argument("--batch", type=int, default=100, help="messages per push_many call")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
     options = parser.parse_args()
     if options.smoke:
@@ -89,7 +93,7 @@ def main() -> None:
         def run_loop(variant: str, count: int) -> dict[str, Any]:
             before = connections_received(client)
             started = time.perf_counter()
-            pending = app.send_task("bench.push_loop", args=[variant, count])
+            pending = app.send_task("bench.push_loop", args=[variant, count, options.batch])
             result = pending.get(timeout=600)
             # Let go of it while Redis is up: its finaliser unsubscribes from the result.
             del pending
@@ -104,6 +108,7 @@ def main() -> None:
             }
 
         ours = run_loop("ours", options.pushes)
+        ours_many = run_loop("ours_many", options.pushes)
         seed = run_loop("seed", options.seed_pushes)
         figures: dict[str, Any] = {
             "bench": "worker_rate",
@@ -112,6 +117,9 @@ def main() -> None:
             "ratio": {"pushes_per_s": round(ours["pushes_per_s"] / seed["pushes_per_s"], 1)},
             "target_pushes_per_s": TARGET_PUSHES_PER_S,
             "met": ours["pushes_per_s"] >= TARGET_PUSHES_PER_S,
+            "ours_many": {**ours_many, "batch": options.batch},
+            "target_batched_per_s": TARGET_BATCHED_PER_S,
+            "batched_met": ours_many["pushes_per_s"] >= TARGET_BATCHED_PER_S,
             "seed_path": "bench/reference: the seed's SendMessage and CHANNEL_LAYERS (core "
             "RedisChannelLayer + symmetric_encryption_keys), one async_to_sync per push",
         }

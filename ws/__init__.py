@@ -1,13 +1,14 @@
-"""The push transport. Public API: ``push``, ``apush``, and the seed's ``SendMessage``."""
+"""The push transport. Public API: ``push``, ``apush``, ``push_many``, ``apush_many``
+(with ``PushMessage``), and the seed's ``SendMessage``."""
 
 from typing import TYPE_CHECKING, Any
 
-from ws.push import apush, push
+from ws.push import PushMessage, apush, apush_many, push, push_many
 
 if TYPE_CHECKING:
     from ws.seed import SendMessage
 
-__all__ = ["SendMessage", "apush", "push"]
+__all__ = ["PushMessage", "SendMessage", "apush", "apush_many", "push", "push_many"]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,7 +36,10 @@ from ws import keys as redis_keys
 from ws.connections import PerProcess, async_shards, shard_index
 from ws.store import (
     PUBLISH_LUA,
+    PUBLISH_MANY_LUA,
     RESUME_LUA,
+    Batch,
+    Outgoing,
     Position,
     PublishCall,
     Resume,
@@ -142,6 +145,19 @@ class Publisher:
         call = PublishCall.make(topic, channel, body, key, retention)
         seq, epoch = await _script_on(shard, PUBLISH_LUA)(keys=call.keys, args=call.args)
         return Position(int(seq), text(epoch))
+
+    async def publish_many(self, pushes: Sequence[Outgoing]) -> list[Position]:
+        """``publish`` for each of ``pushes``, one round trip per shard, in the given order
+        (``SyncPublisher.publish_many``)."""
+        state = self._connected()
+        batch = Batch.of(
+            pushes, state.prefix, lambda channel: shard_index(channel, len(state.shards))
+        )
+        for index, calls in batch.calls.items():
+            script = _script_on(state.shards[index], PUBLISH_MANY_LUA)
+            for call in calls:
+                batch.answered(call, await script(keys=call.keys, args=call.args))
+        return batch.positions()
 
     async def resume(
         self,

@@ -5,6 +5,7 @@
     push("dashboard.sales", {"total": 42})          # views, signals, tasks, shell
     await apush("dashboard.sales", {"total": 42})   # async code
     ephemeral("chat.lobby", {"type": "typing"})      # not numbered, not kept
+    push_many([("user.7", {"n": 1}), PushMessage("user.8", {"n": 2}, key="order-9")])
 
 Every message gets its topic's next sequence number (returned), is kept in the
 topic's history for resume, and reaches every subscribed socket on every server
@@ -17,7 +18,7 @@ process as ``{"msg": ..., "code": ..., "data": ...}``. An ephemeral event
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +29,15 @@ from ws.publisher_sync import sync_publisher
 from ws.store import Position, Resume
 
 __all__ = [
+    "PushMessage",
     "aephemeral",
     "apush",
+    "apush_many",
     "catch_up",
     "ephemeral",
     "last_pushed_at",
     "push",
+    "push_many",
     "topic_resume",
 ]
 
@@ -50,11 +54,7 @@ def push(
     the first ``seq``. Raises ``topics.UnknownTopic`` for a name no pattern knows,
     and redis-py's ``ConnectionError`` while Redis is unreachable.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
+    if _in_event_loop():
         raise RuntimeError("push() called from async code: use 'await apush(...)'")
     one = _Push.prepare(topic, data, msg, code, key)
     # From this thread straight to Redis, not through the background loop.
@@ -67,6 +67,62 @@ async def apush(
     """``push`` for async code."""
     position = await publisher.arun(_Push.prepare(topic, data, msg, code, key).publish)
     return position.seq
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    """One message of a ``push_many`` batch: ``push``'s arguments."""
+
+    topic: str
+    data: Any = None
+    msg: str = "success"
+    code: int = 200
+    key: str | None = None
+
+
+def push_many(messages: Iterable[PushMessage | tuple[str, Any]]) -> list[int]:
+    """Push many messages at once; their ``seq``s, in the order given.
+
+    Each is checked and encoded first (a bad one raises and nothing is pushed), then
+    all are numbered, stored and published in one round trip per Redis shard, each
+    topic's messages in the order given. ``key``s work as in ``push``; with keys, a
+    batch retried after a connection error pushes nothing twice. For sync code;
+    ``apush_many`` for async code.
+    """
+    if _in_event_loop():
+        raise RuntimeError("push_many() called from async code: use 'await apush_many(...)'")
+    prepared = _prepare_all(messages)
+    return [position.seq for position in sync_publisher.publish_many(prepared)] if prepared else []
+
+
+async def apush_many(messages: Iterable[PushMessage | tuple[str, Any]]) -> list[int]:
+    """``push_many`` for async code."""
+    prepared = _prepare_all(messages)
+    if not prepared:
+        return []
+    positions = await publisher.arun(lambda: publisher.publish_many(prepared))
+    return [position.seq for position in positions]
+
+
+def _prepare_all(messages: Iterable[PushMessage | tuple[str, Any]]) -> list[_Push]:
+    prepared = []
+    for n, message in enumerate(messages):
+        if isinstance(message, tuple) and len(message) == 2:
+            message = PushMessage(*message)
+        if not isinstance(message, PushMessage):
+            raise TypeError(f"message {n}: a PushMessage or a (topic, data) pair, not {message!r}")
+        prepared.append(
+            _Push.prepare(message.topic, message.data, message.msg, message.code, message.key)
+        )
+    return prepared
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _ephemeral_event(topic: str, data: Any) -> tuple[str, dict[str, Any]]:

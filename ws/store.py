@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ws import keys
 from ws.conf import push_settings
@@ -27,10 +28,14 @@ from ws.topics import Retention
 
 __all__ = [
     "PUBLISH_LUA",
+    "PUBLISH_MANY_LUA",
     "PUSH_EVENT_TYPE",
     "RESUME_LUA",
+    "Batch",
+    "Outgoing",
     "Position",
     "PublishCall",
+    "PublishManyCall",
     "Resume",
     "ResumeCall",
     "default_retention",
@@ -39,30 +44,40 @@ __all__ = [
 
 PUSH_EVENT_TYPE = "push.message"
 
-# Shared by both scripts: KEYS[1] is the topic's meta hash {seq, epoch, g, pe, ps}, KEYS[2]
-# its history stream, ARGV[1] the epoch to give a topic that has none; ``generation`` is
-# set before (ws/failover.py). Leaves ``epoch``, and ``continued_epoch`` and
-# ``continued_seq``: the epoch before the last failover and the last seq that survived it.
-_ENSURE_EPOCH_LUA = """
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'g', 'pe', 'ps')
-local epoch = meta[1]
-local continued_epoch, continued_seq = meta[3], tonumber(meta[4] or -1)
-if not epoch then
-  -- A new (or lost and recreated) topic: its old history, if any, is not ours.
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'g', generation)
-  redis.call('DEL', KEYS[2])
-elseif (meta[2] or '') ~= generation then
-  -- Written before a failover: messages after this seq may be lost with the old master,
-  -- and their numbers are given again. A new epoch: a subscriber that saw no further
-  -- than this seq goes on (its history continues), one that saw more is reset.
-  continued_epoch = epoch
-  continued_seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or 0)
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'g', generation,
-             'pe', continued_epoch, 'ps', continued_seq)
+# Shared by the scripts: ``ensure_epoch(meta, history, new_epoch)`` for a topic's meta hash
+# {seq, epoch, g, pe, ps} and its history stream, ``new_epoch`` the epoch to give a topic
+# that has none; ``generation`` is set before (ws/failover.py). Returns the ``epoch``,
+# and ``continued_epoch`` and ``continued_seq``: the epoch before the last failover and
+# the last seq that survived it.
+_ENSURE_EPOCH_FUNCTION = """
+local function ensure_epoch(meta_key, history_key, new_epoch)
+  local meta = redis.call('HMGET', meta_key, 'epoch', 'g', 'pe', 'ps')
+  local epoch = meta[1]
+  local continued_epoch, continued_seq = meta[3], tonumber(meta[4] or -1)
+  if not epoch then
+    -- A new (or lost and recreated) topic: its old history, if any, is not ours.
+    epoch = new_epoch
+    redis.call('HSET', meta_key, 'epoch', epoch, 'g', generation)
+    redis.call('DEL', history_key)
+  elseif (meta[2] or '') ~= generation then
+    -- Written before a failover: messages after this seq may be lost with the old
+    -- master, and their numbers are given again. A new epoch: a subscriber that saw no
+    -- further than this seq goes on (its history continues), one that saw more is reset.
+    continued_epoch = epoch
+    continued_seq = tonumber(redis.call('HGET', meta_key, 'seq') or 0)
+    epoch = new_epoch
+    redis.call('HSET', meta_key, 'epoch', epoch, 'g', generation,
+               'pe', continued_epoch, 'ps', continued_seq)
+  end
+  return epoch, continued_epoch, continued_seq
 end
 """
+
+# For one topic: KEYS[1] its meta hash, KEYS[2] its history, ARGV[1] the epoch to give it.
+_ENSURE_EPOCH_LUA = (
+    _ENSURE_EPOCH_FUNCTION
+    + "local epoch, continued_epoch, continued_seq = ensure_epoch(KEYS[1], KEYS[2], ARGV[1])\n"
+)
 
 # KEYS[1] topic meta hash {seq, epoch, g}; KEYS[2] topic history stream; KEYS[3] the
 # record of an idempotency key; KEYS[4] the failover generation (ws/failover.py); KEYS[5]
@@ -98,6 +113,67 @@ end
 redis.call('INCR', KEYS[5])
 redis.call('EXPIRE', KEYS[5], 120)
 return {seq, epoch}
+"""
+)
+
+# Many pushes on one shard in one command. KEYS[1] the failover generation; KEYS[2] this
+# second's push counter; then per topic its meta hash and history, then the record of the
+# idempotency key of each of its keyed messages. ARGV[1] time in ms; ARGV[2] event type;
+# ARGV[3] seconds a key is remembered; then per topic: topic, layer channel, epoch for a
+# topic that has none, history size, seconds an idle history is kept, message count, and
+# per message its body and idempotency key ('' for none). Returns, topic after topic and
+# in each topic's order, each message's seq and epoch (a repeated key: the first push's).
+PUBLISH_MANY_LUA = (
+    GENERATION_LUA.format(index=1)
+    + _ENSURE_EPOCH_FUNCTION
+    + """
+local out, pushed = {}, 0
+local a, k = 4, 3
+while a <= #ARGV do
+  local topic, channel, size = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 3])
+  local idle_s, count = ARGV[a + 4], tonumber(ARGV[a + 5])
+  local meta_key, history_key = KEYS[k], KEYS[k + 1]
+  local epoch = ensure_epoch(meta_key, history_key, ARGV[a + 2])
+  a, k = a + 6, k + 2
+  local stored = false
+  for _ = 1, count do
+    local body, key = ARGV[a], ARGV[a + 1]
+    a = a + 2
+    local record_key, done = nil, false
+    if key ~= '' then
+      record_key = KEYS[k]
+      k = k + 1
+      done = redis.call('GET', record_key)
+    end
+    if done then  -- pushed already (a re-run task): the same answer, no push
+      local sep = string.find(done, ':')
+      table.insert(out, tonumber(string.sub(done, 1, sep - 1)))
+      table.insert(out, string.sub(done, sep + 1))
+    else
+      local seq = redis.call('HINCRBY', meta_key, 'seq', 1)
+      if size > 0 then
+        redis.call('XADD', history_key, 'MAXLEN', size, seq .. '-0', 'b', body, 't', ARGV[1])
+        stored = true
+      end
+      redis.call('PUBLISH', channel, cmsgpack.pack({
+        type = ARGV[2], topic = topic, seq = seq, epoch = epoch, body = body}))
+      if record_key then
+        redis.call('SET', record_key, seq .. ':' .. epoch, 'EX', ARGV[3])
+      end
+      pushed = pushed + 1
+      table.insert(out, seq)
+      table.insert(out, epoch)
+    end
+  end
+  if stored then
+    redis.call('EXPIRE', history_key, idle_s)
+  end
+end
+if pushed > 0 then
+  redis.call('INCRBY', KEYS[2], pushed)
+  redis.call('EXPIRE', KEYS[2], 120)
+end
+return out
 """
 )
 
@@ -171,6 +247,88 @@ class Position:
         if epoch == self.epoch and seq == self.seq + 1:
             return "next"
         return "gap"
+
+
+class Outgoing(Protocol):
+    """What publishing one push needs: its topic, group, encoded body, key, retention."""
+
+    topic: str
+    group: str
+    body: str
+    key: str
+    retention: Retention
+
+
+# Messages per command of a batch: one command runs alone in Redis, so a long batch goes
+# in several, one after the other (a few milliseconds each), each topic still in order.
+BATCH_COMMAND_MAX = 500
+
+
+@dataclass(frozen=True)
+class PublishManyCall:
+    """``PUBLISH_MANY_LUA``'s keys and arguments for pushes on one shard, and which push
+    of the batch each answer pair is for."""
+
+    keys: list[str]
+    args: list[Any]
+    order: list[int]
+
+    @classmethod
+    def make(cls, pushes: Sequence[tuple[int, Outgoing]], prefix: str) -> PublishManyCall:
+        """The call for ``(index in the batch, push)`` pairs, all on one shard."""
+        now = time.time()
+        by_topic: dict[str, list[tuple[int, Outgoing]]] = {}
+        for n, one in pushes:
+            by_topic.setdefault(one.topic, []).append((n, one))
+        call_keys: list[str] = [GENERATION_KEY, keys.pushes(int(now))]
+        args: list[Any] = [int(now * 1000), PUSH_EVENT_TYPE, push_settings.PUSH_HISTORY_TTL_S]
+        order: list[int] = []
+        for topic, messages in by_topic.items():
+            first = messages[0][1]
+            stored = keys.topic(topic)
+            call_keys += [stored.meta, stored.history]
+            retention = first.retention
+            channel = group_channel(prefix, first.group)
+            args += [topic, channel, _new_epoch(), retention.size, retention.ttl_s, len(messages)]
+            for n, one in messages:
+                args += [one.body, one.key]
+                if one.key:
+                    call_keys.append(stored.record(one.key))
+                order.append(n)
+        return cls(call_keys, args, order)
+
+
+@dataclass
+class Batch:
+    """A batch of pushes as commands per shard (in the batch's order), and their answers."""
+
+    calls: dict[int, list[PublishManyCall]]
+    results: list[Position | None]
+
+    @classmethod
+    def of(cls, pushes: Sequence[Outgoing], prefix: str, shard_of: Callable[[str], int]) -> Batch:
+        by_shard: dict[int, list[tuple[int, Outgoing]]] = {}
+        for n, one in enumerate(pushes):
+            by_shard.setdefault(shard_of(group_channel(prefix, one.group)), []).append((n, one))
+        calls = {
+            shard: [
+                PublishManyCall.make(entries[start : start + BATCH_COMMAND_MAX], prefix)
+                for start in range(0, len(entries), BATCH_COMMAND_MAX)
+            ]
+            for shard, entries in by_shard.items()
+        }
+        return cls(calls, [None] * len(pushes))
+
+    def answered(self, call: PublishManyCall, reply: Sequence[Any]) -> None:
+        """The script's answer to ``call``: a ``seq`` and an ``epoch`` per push."""
+        pairs = zip(reply[0::2], reply[1::2], strict=True)
+        for n, (seq, epoch) in zip(call.order, pairs, strict=True):
+            self.results[n] = Position(int(seq), text(epoch))
+
+    def positions(self) -> list[Position]:
+        """Each push's position, in the batch's order (once every call is answered)."""
+        assert all(position is not None for position in self.results), "a call unanswered"
+        return [position for position in self.results if position is not None]
 
 
 @dataclass(frozen=True)

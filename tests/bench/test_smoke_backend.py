@@ -24,6 +24,8 @@ def test_worker_rate() -> None:
     assert seed["redis_connections_opened"] >= seed["pushes"]
     assert ours["redis_connections_opened"] < 10
     assert record["ours_publish_task"]["tasks"] == 50
+    assert record["ours_many"]["pushes"] == 300
+    assert record["ours_many"]["pushes_per_s"] > 0
     assert record["ours_publish_task"]["tasks_per_s"] > 0
 
 
