@@ -34,12 +34,7 @@ from tests.support.users import make_user
 from tests.support.waiting import poll_until
 
 # faults: nftables drops UDP for the whole machine, so these run alone (see Makefile).
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.media,
-    pytest.mark.faults,
-    pytest.mark.serial,
-]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media, pytest.mark.faults]
 
 
 def live_call(slug: str) -> tuple[int, str, list[str]]:
@@ -150,6 +145,7 @@ def hold_fault_until_restarted(*pages: Any) -> None:
         pages[0].wait_for_timeout(200)  # the pages' own timers run meanwhile
 
 
+@pytest.mark.serial  # drops the machine's UDP
 def test_audio_comes_back_by_itself_after_the_calls_udp_was_dropped(
     daphne_server,
     media_browser,  # noqa: F811
@@ -175,6 +171,7 @@ def impatient_server(server_factory):
     return server_factory.start("daphne", CALL_PEER_GIVE_UP_S="2")
 
 
+@pytest.mark.serial  # drops the machine's UDP
 def test_a_connection_that_cannot_come_back_is_shown_lost_on_both_pages(
     impatient_server,
     media_browser,  # noqa: F811
@@ -229,6 +226,7 @@ def assert_relayed(page: Any) -> None:
         assert (peer["pair"]["local"]["type"], peer["pair"]["remote"]["type"]) == ("relay", "relay")
 
 
+@pytest.mark.serial  # drops the machine's UDP
 def test_a_relay_only_call_goes_through_turn_and_an_ice_restart_gets_a_fresh_credential(
     relay_server,
     turn_server,  # noqa: F811
