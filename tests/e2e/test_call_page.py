@@ -157,6 +157,7 @@ def test_a_call_rings_on_a_page_showing_another_room_and_a_closed_page_leaves_th
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.serial  # six browsers in a full mesh: alone it takes 20 s, beside others 100
 def test_six_people_connect_every_pair_and_a_seventh_is_told_the_call_is_full(
     daphne_server,
     media_browser,  # noqa: F811
