@@ -437,8 +437,15 @@ def test_echo_cancellation_and_noise_suppression_apply_mid_call_and_are_remember
 
     alice_page.click("#call-audio summary")
     alice_page.uncheck("#call-echo")
+    # The new track is taken first, then handed to the call (replaceTrack): wait for both.
     alice_page.wait_for_function(
-        "() => chatCalls.devices().mic.echoCancellation === false", timeout=WAIT_MS
+        """(peer) => {
+            const now = chatCalls.devices();
+            return now.mic.echoCancellation === false
+                && now.senders[peer] && now.senders[peer].echoCancellation === false;
+        }""",
+        arg=str(bob.pk),
+        timeout=WAIT_MS,
     )
     sent = devices(alice_page)["senders"][str(bob.pk)]
     assert (sent["echoCancellation"], sent["noiseSuppression"], sent["readyState"]) == (
