@@ -25,7 +25,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-__all__ = ["DEFAULTS", "push_settings", "redis_key"]
+__all__ = ["DEFAULTS", "layer_problem", "push_settings", "redis_key"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,8 @@ LAYER_EXAMPLE = (
 )
 
 
-def _layer_problem() -> str | None:
+def layer_problem() -> str | None:
+    """What makes ``CHANNEL_LAYERS['default']`` a layer ws cannot publish to, or None."""
     layers = getattr(settings, "CHANNEL_LAYERS", None)
     layer = layers.get("default") if isinstance(layers, dict) else None
     wanted = f"ws needs {PUBSUB_LAYER} (or a subclass): pushes are published in its wire format"
@@ -153,5 +154,5 @@ def _layer_problem() -> str | None:
 @checks.register
 def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``ws.E003``: no channel layer ws can publish to (channels-redis' pub/sub layer)."""
-    problem = _layer_problem()
+    problem = layer_problem()
     return [] if problem is None else [checks.Error(problem, hint=LAYER_EXAMPLE, id="ws.E003")]

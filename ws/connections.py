@@ -28,14 +28,12 @@ import redis
 import redis.asyncio
 import redis.retry
 import redis.sentinel
-from channels_redis.pubsub import RedisPubSubChannelLayer
 from channels_redis.utils import _consistent_hash, create_pool, decode_hosts
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
 from redis.asyncio.retry import Retry as AsyncRetry
 
-from ws.conf import PUBSUB_LAYER
+from ws.conf import layer_problem
 from ws.failover import notice_on_connect, notice_on_connect_sync
 
 __all__ = [
@@ -64,22 +62,12 @@ _SENTINEL_ONLY = ("sentinels", "master_name", "sentinel_kwargs")
 
 
 def layer_config() -> tuple[list[dict[str, Any]], str]:
-    """The channel layer's host entries and prefix, checked to be a layer we publish for."""
-    layer = settings.CHANNEL_LAYERS.get("default", {})
-    backend = layer.get("BACKEND")
-    if not (
-        isinstance(backend, str) and issubclass(import_string(backend), RedisPubSubChannelLayer)
-    ):
-        raise ImproperlyConfigured(
-            f"CHANNEL_LAYERS['default'] must use {PUBSUB_LAYER} (or a subclass, as "
-            "ws.layer.PushChannelLayer): pushes are published in its wire format"
-        )
-    config = layer.get("CONFIG", {})
-    if config.get("symmetric_encryption_keys"):
-        raise ImproperlyConfigured(
-            "CHANNEL_LAYERS symmetric_encryption_keys is not supported by the push "
-            "publisher; protect the link with rediss:// (TLS) instead"
-        )
+    """The channel layer's host entries and prefix, checked as ``ws.E003`` checks it
+    (``ws.conf.layer_problem``): a shell or a worker runs no system checks."""
+    problem = layer_problem()
+    if problem is not None:
+        raise ImproperlyConfigured(problem)
+    config = settings.CHANNEL_LAYERS["default"].get("CONFIG") or {}
     return decode_hosts(config.get("hosts")), config.get("prefix", "asgi")
 
 
@@ -98,7 +86,7 @@ class Shards(Generic[C]):
 
     def index(self, name: str) -> int:
         """The shard of a channel or key (``shard_index``)."""
-        return _consistent_hash(name, len(self.clients))
+        return shard_index(name, len(self.clients))
 
 
 def async_shards(client_name: str) -> Shards[redis.asyncio.Redis]:
