@@ -37,6 +37,7 @@ from django.db import models
 
 from ws import topics
 from ws.census import is_watched
+from ws.conf import redis_key
 from ws.publisher import run_script
 from ws.push import last_pushed_at, push
 
@@ -160,11 +161,17 @@ def _is_watched(entry: Dashboard) -> bool:
 
 # KEYS: pending (a change not yet computed), scheduled (a run is queued), last (ms of the
 # last run), dirty (changes skipped while nobody watched). All under the dashboard's
-# hash tag, so on one Cluster slot.
+# hash tag, so on one Cluster slot, and under PUSH_KEY_PREFIX like ws's own keys.
+COALESCING_PARTS = ("pending", "scheduled", "last", "dirty")
+
+
+def coalescing_key(name: str, part: str) -> str:
+    """The Redis key of dashboard ``name``'s coalescing state ``part`` (COALESCING_PARTS)."""
+    return redis_key("dash", f"{{{name}}}", part)
 
 
 def _keys(name: str) -> list[str]:
-    return [f"dash:{{{name}}}:{part}" for part in ("pending", "scheduled", "last", "dirty")]
+    return [coalescing_key(name, part) for part in COALESCING_PARTS]
 
 
 # ARGV[1] now (ms), ARGV[2] interval (ms), ARGV[3] safety expiry of "scheduled" (ms).

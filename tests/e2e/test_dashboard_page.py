@@ -99,9 +99,10 @@ def no_recompute_owed(redis_client: Any) -> None:
     change while nobody watched) or its value is old (see the tests' first pushes).
     """
     for entry in registry.registered():
-        scheduled = f"dash:{{{entry.name}}}:scheduled"  # a run is queued (60 s at most)
+        # A run is queued (60 s at most).
+        scheduled = registry.coalescing_key(entry.name, "scheduled")
         poll_until(lambda key=scheduled: not redis_client.exists(key), 70, f"{scheduled} gone")
-        redis_client.delete(f"dash:{{{entry.name}}}:dirty")
+        redis_client.delete(registry.coalescing_key(entry.name, "dirty"))
 
 
 def test_the_page_renders_pushed_dashboards_marks_them_stale_and_shows_broadcasts(

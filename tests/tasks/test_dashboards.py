@@ -14,7 +14,7 @@ from django.db import transaction
 
 from dashboard.dashboards import orders
 from dashboard.models import Order
-from tasks.registry import compute_and_push, get
+from tasks.registry import coalescing_key, compute_and_push, get
 from tasks.system import system
 from tests.support.clients import open_socket, recv_through, recv_until, subscribe
 from tests.support.users import in_thread
@@ -53,7 +53,7 @@ async def nobody_watching(redis_client: Any) -> None:
 
 async def fresh_subscriber(daphne_server: Any, redis_client: Any) -> Any:
     """A socket on an up-to-date orders dashboard: no recompute is owed to it."""
-    redis_client.delete("dash:{orders}:dirty")
+    redis_client.delete(coalescing_key("orders", "dirty"))
     await in_thread(compute_and_push, get("orders"))
     socket = await open_socket(daphne_server.ws_url("/ws/"), daphne_server.origin)
     await subscribe(socket, TOPIC)
@@ -84,7 +84,7 @@ async def test_a_rolled_back_save_pushes_nothing(daphne_server, celery_worker, r
             raise Rollback
 
     await in_thread(save_then_roll_back)
-    assert not redis_client.exists("dash:{orders}:pending")  # nothing was asked for
+    assert not redis_client.exists(coalescing_key("orders", "pending"))  # nothing was asked for
     await in_thread(make_order, "real")
     # The first push after it is the committed save's: a push for the rolled-back
     # one would have come first (the worker is idle), showing no order.
@@ -117,14 +117,17 @@ async def test_no_subscriber_no_recompute_then_the_first_one_gets_a_fresh_value(
     daphne_server, celery_worker, redis_client
 ):
     await nobody_watching(redis_client)
-    redis_client.delete("dash:{orders}:dirty")
+    redis_client.delete(coalescing_key("orders", "dirty"))
     meta = keys.topic("dashboard.orders").meta
     seq_before = int(redis_client.hget(meta, "seq") or 0)
 
     await in_thread(make_order, "unseen")
     # The worker takes the request and skips the computation, noting it is owed.
     await asyncio.to_thread(
-        poll_until, lambda: redis_client.exists("dash:{orders}:dirty"), 30, "skipped recompute"
+        poll_until,
+        lambda: redis_client.exists(coalescing_key("orders", "dirty")),
+        30,
+        "skipped recompute",
     )
     assert int(redis_client.hget(meta, "seq") or 0) == seq_before
 
